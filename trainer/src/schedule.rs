@@ -20,6 +20,45 @@ pub enum SchedulerType {
     WarmupStableDecay,
 }
 
+impl SchedulerType {
+    /// Every HF name taper accepts, in HF's order.
+    pub const NAMES: &'static [&'static str] = &[
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+        "reduce_lr_on_plateau",
+        "cosine_with_min_lr",
+        "warmup_stable_decay",
+    ];
+
+    /// The type with this HF name, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use SchedulerType::*;
+        let all = [
+            Linear,
+            Cosine,
+            CosineWithRestarts,
+            Polynomial,
+            Constant,
+            ConstantWithWarmup,
+            InverseSqrt,
+            ReduceLrOnPlateau,
+            CosineWithMinLr,
+            WarmupStableDecay,
+        ];
+        Self::NAMES.iter().position(|n| *n == name).map(|i| all[i])
+    }
+
+    /// The HF name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
 /// A learning-rate schedule bound to one run, stepped like a torch scheduler.
 #[derive(Debug, Clone)]
 pub struct LrScheduler {}
