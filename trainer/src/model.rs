@@ -1,0 +1,46 @@
+//! The model interface the Trainer drives.
+//!
+//! Like a Hugging Face model, a taper model takes a batch and returns logits,
+//! and a loss when the batch carries labels. Its parameters live in a candle
+//! [`VarMap`], which is what the optimizer updates and checkpoints save.
+//! The trait is deliberately small: a custom model implements two methods.
+
+use candle_core::Tensor;
+use candle_nn::VarMap;
+
+use crate::data::Batch;
+use crate::error::Result;
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// Raw scores: `(batch, classes)` for classifiers, `(batch, seq, vocab)` for language models.
+    pub logits: Tensor,
+    /// The mean loss over the batch's labelled items, when the batch has labels.
+    pub loss: Option<Tensor>,
+}
+
+/// A model the Trainer can train, evaluate and predict with.
+pub trait Model {
+    /// Runs the model on `batch`; `train` is true during training (dropout on).
+    fn forward(&self, batch: &Batch, train: bool) -> Result<ModelOutput>;
+
+    /// The model's parameters.
+    fn varmap(&self) -> &VarMap;
+
+    /// Floating-point operations of one forward and backward pass over `batch`
+    /// (HF's `floating_point_ops`), for `total_flos`; `None` when unknown.
+    fn floating_point_ops(&self, batch: &Batch) -> Option<f64> {
+        let _ = batch;
+        None
+    }
+
+    /// The number of scalar parameters.
+    fn num_parameters(&self) -> usize {
+        self.varmap()
+            .all_vars()
+            .iter()
+            .map(|var| var.elem_count())
+            .sum()
+    }
+}

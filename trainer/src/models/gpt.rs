@@ -1,0 +1,183 @@
+//! A small GPT: token and position embeddings, pre-norm decoder blocks with
+//! causal self-attention and a GELU MLP, a final norm and a language-model head.
+//!
+//! Labels are aligned with the inputs (label `t` is the target of position
+//! `t`; `-100` is ignored), so a data set decides which positions train.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, VarMap};
+
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::loss::cross_entropy;
+use crate::model::{Model, ModelOutput};
+
+/// The shape of a [`Gpt`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GptConfig {
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Longest sequence (position embeddings).
+    pub max_seq_len: usize,
+    /// Number of decoder blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+}
+
+impl GptConfig {
+    /// The reference GPT of the GPU benchmarks: 6 layers, d 768, 12 heads, vocab 8192, 512 tokens (55M parameters).
+    pub fn reference() -> Self {
+        Self {
+            vocab_size: 8192,
+            max_seq_len: 512,
+            n_layer: 6,
+            n_head: 12,
+            d_model: 768,
+        }
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln_2: LayerNorm,
+    fc: Linear,
+    fc_proj: Linear,
+    n_head: usize,
+}
+
+impl Block {
+    fn new(config: &GptConfig, vb: VarBuilder) -> Result<Self> {
+        let d = config.d_model;
+        Ok(Self {
+            ln_1: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_1"))?,
+            qkv: candle_nn::linear(d, 3 * d, vb.pp("attn.qkv"))?,
+            proj: candle_nn::linear(d, d, vb.pp("attn.proj"))?,
+            ln_2: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_2"))?,
+            fc: candle_nn::linear(d, 4 * d, vb.pp("mlp.fc"))?,
+            fc_proj: candle_nn::linear(4 * d, d, vb.pp("mlp.proj"))?,
+            n_head: config.n_head,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = (x + self.attention(&self.ln_1.forward(x)?, mask)?)?;
+        let h = self.fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
+        Ok((&x + self.fc_proj.forward(&h)?)?)
+    }
+
+    fn attention(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let head_dim = d / self.n_head;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, t, 3, self.n_head, head_dim))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
+
+/// A decoder-only transformer language model.
+pub struct Gpt {
+    config: GptConfig,
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Linear,
+    varmap: VarMap,
+}
+
+impl Gpt {
+    /// A new GPT with weights drawn from `seed`.
+    pub fn new(config: &GptConfig, seed: u64, device: &Device) -> Result<Self> {
+        if config.n_head == 0 || config.d_model % config.n_head != 0 {
+            return Err(Error::Config(format!(
+                "d_model {} must be a multiple of n_head {}",
+                config.d_model, config.n_head
+            )));
+        }
+        let (varmap, vb) = crate::init::seeded_var_builder(seed, DType::F32, device);
+        let d = config.d_model;
+        let blocks = (0..config.n_layer)
+            .map(|i| Block::new(config, vb.pp(format!("h.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: config.clone(),
+            wte: candle_nn::embedding(config.vocab_size, d, vb.pp("wte"))?,
+            wpe: candle_nn::embedding(config.max_seq_len, d, vb.pp("wpe"))?,
+            blocks,
+            ln_f: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_f"))?,
+            lm_head: candle_nn::linear_no_bias(d, config.vocab_size, vb.pp("lm_head"))?,
+            varmap,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Logits `(batch, seq, vocab)` for token ids `(batch, seq)`.
+    pub fn logits(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (_b, t) = tokens.dims2()?;
+        if t > self.config.max_seq_len {
+            return Err(Error::Usage(format!(
+                "sequence of {t} tokens is longer than max_seq_len {}",
+                self.config.max_seq_len
+            )));
+        }
+        let device = tokens.device();
+        let positions = Tensor::arange(0u32, t as u32, device)?;
+        let mut x = self
+            .wte
+            .forward(tokens)?
+            .broadcast_add(&self.wpe.forward(&positions)?)?;
+        let mask = causal_mask(t, device)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &mask)?;
+        }
+        Ok(self.lm_head.forward(&self.ln_f.forward(&x)?)?)
+    }
+}
+
+/// `(t, t)` with 0 on and below the diagonal and -inf above it.
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(values, (t, t), device)?)
+}
+
+impl Model for Gpt {
+    fn forward(&self, batch: &Batch, _train: bool) -> Result<ModelOutput> {
+        let logits = self.logits(&batch.inputs)?;
+        let loss = match &batch.labels {
+            Some(labels) => Some(cross_entropy(&logits, labels, 0.0)?),
+            None => None,
+        };
+        Ok(ModelOutput { logits, loss })
+    }
+
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// HF's estimate: 6 x tokens x non-embedding parameters.
+    fn floating_point_ops(&self, batch: &Batch) -> Option<f64> {
+        let tokens = batch.inputs.elem_count() as f64;
+        let embeddings = (self.config.vocab_size + self.config.max_seq_len) * self.config.d_model;
+        Some(6.0 * tokens * (self.num_parameters() - embeddings) as f64)
+    }
+}

@@ -1,0 +1,73 @@
+//! A multi-layer perceptron classifier: `Linear -> ReLU` blocks and a linear head.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarMap};
+
+use crate::data::Batch;
+use crate::error::Result;
+use crate::loss::cross_entropy;
+use crate::model::{Model, ModelOutput};
+
+/// The shape of an [`Mlp`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlpConfig {
+    /// Features per sample.
+    pub input_dim: usize,
+    /// Width of each hidden layer, in order.
+    pub hidden: Vec<usize>,
+    /// Number of classes.
+    pub num_classes: usize,
+}
+
+/// A classifier over real-valued features; labels are class indices.
+pub struct Mlp {
+    layers: Vec<Linear>,
+    varmap: VarMap,
+}
+
+impl Mlp {
+    /// A new MLP with weights drawn from `seed`.
+    pub fn new(config: &MlpConfig, seed: u64, device: &Device) -> Result<Self> {
+        let (varmap, vb) = crate::init::seeded_var_builder(seed, DType::F32, device);
+        let mut dims = vec![config.input_dim];
+        dims.extend(&config.hidden);
+        dims.push(config.num_classes);
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, pair)| candle_nn::linear(pair[0], pair[1], vb.pp(format!("layers.{i}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { layers, varmap })
+    }
+
+    /// Logits for a `(batch, input_dim)` tensor.
+    pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
+        let mut x = inputs.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+impl Model for Mlp {
+    fn forward(&self, batch: &Batch, _train: bool) -> Result<ModelOutput> {
+        let logits = self.logits(&batch.inputs)?;
+        let loss = match &batch.labels {
+            Some(labels) => Some(cross_entropy(&logits, labels, 0.0)?),
+            None => None,
+        };
+        Ok(ModelOutput { logits, loss })
+    }
+
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn floating_point_ops(&self, batch: &Batch) -> Option<f64> {
+        Some(6.0 * batch.size as f64 * self.num_parameters() as f64)
+    }
+}

@@ -1,0 +1,120 @@
+//! The steps a person customises: computing the loss, a training step, a
+//! prediction step (HF's `compute_loss`, `training_step`, `prediction_step`).
+//!
+//! In Python one subclasses `Trainer`; here one implements [`TrainingHooks`]
+//! and overrides only the methods that change, or passes a closure to
+//! [`Trainer::with_compute_loss`](crate::trainer::Trainer::with_compute_loss).
+
+use candle_core::Tensor;
+
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::loss::cross_entropy;
+use crate::model::{Model, ModelOutput};
+use crate::optim::{Gradients, Parameters};
+
+/// What a step knows besides the batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepContext {
+    /// Micro-batches in this optimizer step: each loss is divided by it, so
+    /// the accumulated gradient is that of their mean.
+    pub num_micro_batches: usize,
+    /// HF's `label_smoothing_factor`.
+    pub label_smoothing_factor: f64,
+    /// True in training (dropout on), false in evaluation and prediction.
+    pub training: bool,
+}
+
+/// What one prediction step gives back.
+#[derive(Debug, Clone)]
+pub struct PredictionStep {
+    /// The batch's mean loss, when it has labels.
+    pub loss: Option<f64>,
+    /// The logits, unless only the loss was asked for.
+    pub logits: Option<Tensor>,
+    /// The labels, unless only the loss was asked for.
+    pub labels: Option<Tensor>,
+}
+
+/// The customisable steps, with HF's behaviour as the defaults.
+pub trait TrainingHooks<M: Model>: Send {
+    /// The loss to minimise (a scalar tensor) and the model's output.
+    ///
+    /// The default takes the model's own loss, or with label smoothing
+    /// recomputes it from the logits, as HF's `LabelSmoother` does.
+    fn compute_loss(&self, model: &M, batch: &Batch, ctx: &StepContext) -> Result<(Tensor, ModelOutput)> {
+        let output = model.forward(batch, ctx.training)?;
+        let loss = match (&batch.labels, ctx.label_smoothing_factor) {
+            (Some(labels), eps) if eps > 0.0 => cross_entropy(&output.logits, labels, eps)?,
+            _ => output.loss.clone().ok_or_else(|| {
+                Error::Usage(
+                    "the model returned no loss: give the batch labels, or implement \
+                     TrainingHooks::compute_loss (or use Trainer::with_compute_loss)"
+                        .into(),
+                )
+            })?,
+        };
+        Ok((loss, output))
+    }
+
+    /// One micro-batch: the loss (already divided by the number of
+    /// micro-batches) and the gradients of `params`.
+    fn training_step(
+        &self,
+        model: &M,
+        params: &Parameters,
+        batch: &Batch,
+        ctx: &StepContext,
+    ) -> Result<(f64, Gradients)> {
+        let (loss, _) = self.compute_loss(model, batch, ctx)?;
+        let loss = (loss / ctx.num_micro_batches as f64)?;
+        let grads = Gradients::from_store(params, &loss.backward()?);
+        Ok((loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?, grads))
+    }
+
+    /// One evaluation batch: loss (through [`TrainingHooks::compute_loss`]
+    /// when the batch has labels, as HF does), logits and labels.
+    fn prediction_step(
+        &self,
+        model: &M,
+        batch: &Batch,
+        ctx: &StepContext,
+        prediction_loss_only: bool,
+    ) -> Result<PredictionStep> {
+        let (loss, output) = if batch.labels.is_some() {
+            let (loss, output) = self.compute_loss(model, batch, ctx)?;
+            (Some(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?), output)
+        } else {
+            (None, model.forward(batch, ctx.training)?)
+        };
+        if prediction_loss_only {
+            return Ok(PredictionStep { loss, logits: None, labels: None });
+        }
+        Ok(PredictionStep {
+            loss,
+            logits: Some(output.logits.detach()),
+            labels: batch.labels.clone(),
+        })
+    }
+}
+
+/// HF's behaviour, unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultHooks;
+
+impl<M: Model> TrainingHooks<M> for DefaultHooks {}
+
+/// A `compute_loss` closure: `(model, batch, output) -> loss`.
+pub struct ComputeLossFn<F>(pub F);
+
+impl<M, F> TrainingHooks<M> for ComputeLossFn<F>
+where
+    M: Model,
+    F: Fn(&M, &Batch, &ModelOutput) -> Result<Tensor> + Send,
+{
+    fn compute_loss(&self, model: &M, batch: &Batch, ctx: &StepContext) -> Result<(Tensor, ModelOutput)> {
+        let output = model.forward(batch, ctx.training)?;
+        let loss = (self.0)(model, batch, &output)?;
+        Ok((loss, output))
+    }
+}

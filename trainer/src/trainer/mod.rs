@@ -1,0 +1,418 @@
+//! The Trainer: the training loop and what it drives.
+//!
+//! The loop in [`Trainer::train`] only counts: epochs, optimizer steps,
+//! micro-batches. Computing a step is in [`hooks`], deciding when to log,
+//! evaluate, save or stop is in the callbacks, evaluation is in `evaluate.rs`
+//! and writing files in `save.rs`. Semantics follow Hugging Face's `Trainer`:
+//! the same arithmetic for steps and epochs, the same logs, the same events.
+
+mod evaluate;
+pub mod hooks;
+mod save;
+mod state;
+
+pub use evaluate::PredictionOutput;
+pub use hooks::{ComputeLossFn, DefaultHooks, PredictionStep, StepContext, TrainingHooks};
+pub use state::{TrainOutput, TrainerControl, TrainerState, TrainingPlan};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::args::TrainingArguments;
+use crate::callbacks::{CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerCallback};
+use crate::data::{CollateFn, DataLoader, Dataset};
+use crate::error::{Error, Result};
+use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
+use crate::model::Model;
+use crate::optim::{self, Gradients, Optimizer, Parameters};
+use crate::schedule::{warmup_steps, LrScheduler, SchedulerType};
+
+/// Trains, evaluates and predicts with a [`Model`], as HF's `Trainer` does.
+pub struct Trainer<M: Model> {
+    args: TrainingArguments,
+    model: M,
+    params: Parameters,
+    device: Device,
+    train_dataset: Option<Arc<dyn Dataset>>,
+    eval_dataset: Option<Arc<dyn Dataset>>,
+    collate: Option<Arc<CollateFn>>,
+    compute_metrics: Option<Box<ComputeMetrics>>,
+    hooks: Box<dyn TrainingHooks<M>>,
+    callbacks: CallbackHandler,
+    optimizer: Option<Box<dyn Optimizer>>,
+    scheduler: Option<LrScheduler>,
+    /// The run's state: steps, epochs, logs, best metric.
+    pub state: TrainerState,
+    control: TrainerControl,
+}
+
+/// Training losses between two logs, and over the whole run (HF's `tr_loss`
+/// and `_total_loss_scalar`).
+#[derive(Debug, Default)]
+struct LossWindow {
+    sum: f64,
+    total: f64,
+    last_logged_step: usize,
+}
+
+impl<M: Model> Trainer<M> {
+    /// A Trainer for `model` with `args` (validated here), HF's default
+    /// callbacks and hooks.
+    pub fn new(mut args: TrainingArguments, model: M) -> Result<Self> {
+        args.validate()?;
+        let params = Parameters::from_varmap(model.varmap());
+        let device = params
+            .iter()
+            .next()
+            .map(|p| p.var.device().clone())
+            .ok_or_else(|| Error::Usage("the model has no parameters to train".into()))?;
+        let mut callbacks = CallbackHandler::default();
+        callbacks.add(Box::new(DefaultFlowCallback));
+        if args.disable_tqdm {
+            callbacks.add(Box::new(PrinterCallback));
+        } else {
+            callbacks.add(Box::new(ProgressCallback::default()));
+        }
+        let mut trainer = Self {
+            args,
+            model,
+            params,
+            device,
+            train_dataset: None,
+            eval_dataset: None,
+            collate: None,
+            compute_metrics: None,
+            hooks: Box::new(DefaultHooks),
+            callbacks,
+            optimizer: None,
+            scheduler: None,
+            state: TrainerState {
+                is_local_process_zero: true,
+                is_world_process_zero: true,
+                ..TrainerState::default()
+            },
+            control: TrainerControl::default(),
+        };
+        trainer
+            .callbacks
+            .call(|cb| cb.on_init_end(&trainer.args, &trainer.state, &mut trainer.control))?;
+        Ok(trainer)
+    }
+
+    /// Trains on `dataset`.
+    pub fn with_train_dataset(mut self, dataset: impl Dataset + 'static) -> Self {
+        self.train_dataset = Some(Arc::new(dataset));
+        self
+    }
+
+    /// Evaluates on `dataset`.
+    pub fn with_eval_dataset(mut self, dataset: impl Dataset + 'static) -> Self {
+        self.eval_dataset = Some(Arc::new(dataset));
+        self
+    }
+
+    /// Collates batches with `collate` instead of stacking samples.
+    pub fn with_collate(mut self, collate: impl Fn(&[crate::data::Sample], &Device) -> Result<crate::data::Batch> + Send + Sync + 'static) -> Self {
+        self.collate = Some(Arc::new(collate));
+        self
+    }
+
+    /// Computes extra evaluation metrics (HF's `compute_metrics`).
+    pub fn with_compute_metrics(mut self, f: impl Fn(&EvalPrediction) -> Result<Metrics> + Send + Sync + 'static) -> Self {
+        self.compute_metrics = Some(Box::new(f));
+        self
+    }
+
+    /// Replaces the training, loss and prediction steps.
+    pub fn with_hooks(mut self, hooks: impl TrainingHooks<M> + 'static) -> Self {
+        self.hooks = Box::new(hooks);
+        self
+    }
+
+    /// Replaces only the loss: `f(model, batch, output)`.
+    pub fn with_compute_loss(
+        self,
+        f: impl Fn(&M, &crate::data::Batch, &crate::model::ModelOutput) -> Result<Tensor> + Send + 'static,
+    ) -> Self
+    where
+        M: 'static,
+    {
+        self.with_hooks(ComputeLossFn(f))
+    }
+
+    /// Adds a callback after the default ones.
+    pub fn with_callback(mut self, callback: impl TrainerCallback + 'static) -> Self {
+        self.callbacks.add(Box::new(callback));
+        self
+    }
+
+    /// The callbacks, to add or remove some.
+    pub fn callbacks_mut(&mut self) -> &mut CallbackHandler {
+        &mut self.callbacks
+    }
+
+    /// The arguments.
+    pub fn args(&self) -> &TrainingArguments {
+        &self.args
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The learning rate the next optimizer step would use.
+    pub fn learning_rate(&self) -> Option<f64> {
+        self.scheduler.as_ref().map(LrScheduler::lr)
+    }
+
+    /// Trains on the training data set; the loop of HF's `_inner_training_loop`.
+    pub fn train(&mut self) -> Result<TrainOutput> {
+        let loader = self.train_loader()?;
+        let plan = TrainingPlan::new(&self.args, loader.num_batches(), 1)?;
+        self.create_optimizer_and_scheduler(plan.max_steps)?;
+        self.start_state(&plan);
+        let start = Instant::now();
+        let mut losses = LossWindow::default();
+        let mut grad_norm = None;
+        self.callbacks.call(|cb| cb.on_train_begin(&self.args, &self.state, &mut self.control))?;
+
+        for epoch in 0..plan.num_epochs {
+            let order = loader.epoch_order(epoch as u64);
+            self.control.should_epoch_stop = false;
+            self.callbacks.call(|cb| cb.on_epoch_begin(&self.args, &self.state, &mut self.control))?;
+            for update in 0..plan.updates_per_epoch {
+                let micro_batches = plan.micro_batches(update);
+                self.callbacks.call(|cb| cb.on_step_begin(&self.args, &self.state, &mut self.control))?;
+                let mut grads = self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
+                grad_norm = self.clip_gradients(&mut grads)?;
+                self.callbacks.call(|cb| cb.on_pre_optimizer_step(&self.args, &self.state, &mut self.control))?;
+                self.optimizer_step(&grads)?;
+                self.callbacks.call(|cb| cb.on_optimizer_step(&self.args, &self.state, &mut self.control))?;
+                self.scheduler_mut().step();
+                self.state.global_step += 1;
+                self.state.epoch = Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
+                self.callbacks.call(|cb| cb.on_step_end(&self.args, &self.state, &mut self.control))?;
+                self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
+                if self.control.should_epoch_stop || self.control.should_training_stop {
+                    break;
+                }
+            }
+            self.callbacks.call(|cb| cb.on_epoch_end(&self.args, &self.state, &mut self.control))?;
+            self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
+            if self.control.should_training_stop {
+                break;
+            }
+        }
+        self.finish_training(start, &plan, losses)
+    }
+
+    /// Runs the micro-batches of one optimizer step and sums their gradients.
+    fn accumulate_gradients(
+        &mut self,
+        loader: &DataLoader,
+        order: &[usize],
+        micro_batches: std::ops::Range<usize>,
+        losses: &mut LossWindow,
+    ) -> Result<Gradients> {
+        let ctx = StepContext {
+            num_micro_batches: micro_batches.len(),
+            label_smoothing_factor: self.args.label_smoothing_factor,
+            training: true,
+        };
+        let last = micro_batches.end - 1;
+        let mut grads = Gradients::default();
+        for index in micro_batches {
+            let batch = loader.batch(order, index)?;
+            if let Some(flos) = self.model.floating_point_ops(&batch) {
+                self.state.total_flos += flos;
+            }
+            let (loss, step_grads) = self.hooks.training_step(&self.model, &self.params, &batch, &ctx)?;
+            losses.add(loss, self.args.logging_nan_inf_filter, self.state.global_step);
+            grads.accumulate(step_grads)?;
+            if index != last {
+                self.callbacks.call(|cb| cb.on_substep_end(&self.args, &self.state, &mut self.control))?;
+            }
+        }
+        Ok(grads)
+    }
+
+    /// Clips to `max_grad_norm` when it is positive; the norm before clipping.
+    fn clip_gradients(&self, grads: &mut Gradients) -> Result<Option<f64>> {
+        if self.args.max_grad_norm > 0.0 {
+            Ok(Some(grads.clip_global_norm(self.args.max_grad_norm)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn optimizer_step(&mut self, grads: &Gradients) -> Result<()> {
+        let lr = self.scheduler_mut().lr();
+        self.optimizer
+            .as_mut()
+            .expect("created before the loop")
+            .step(grads, lr)
+    }
+
+    fn scheduler_mut(&mut self) -> &mut LrScheduler {
+        self.scheduler.as_mut().expect("created before the loop")
+    }
+
+    /// Logs, evaluates and saves as the control flags say (HF's `_maybe_log_save_evaluate`).
+    fn maybe_log_save_evaluate(&mut self, losses: &mut LossWindow, grad_norm: Option<f64>) -> Result<()> {
+        if self.control.should_log && self.state.global_step > losses.last_logged_step {
+            let mut logs = Metrics::new();
+            let steps = (self.state.global_step - losses.last_logged_step) as f64;
+            logs.insert("loss".into(), round(losses.sum / steps, 4));
+            if let Some(norm) = grad_norm {
+                logs.insert("grad_norm".into(), norm);
+            }
+            logs.insert("learning_rate".into(), self.scheduler_mut().lr());
+            losses.total += losses.sum;
+            losses.sum = 0.0;
+            losses.last_logged_step = self.state.global_step;
+            self.log(logs)?;
+        }
+        self.control.should_log = false;
+        if self.control.should_evaluate {
+            self.control.should_evaluate = false;
+            let metrics = self.evaluate()?;
+            self.update_best_metric(&metrics)?;
+            if self.scheduler.as_ref().map(LrScheduler::kind) == Some(SchedulerType::ReduceLrOnPlateau) {
+                let value = self.metric_for_best(&metrics)?;
+                self.scheduler_mut().step_metric(value);
+            }
+        }
+        if self.control.should_save {
+            self.control.should_save = false;
+            self.save_checkpoint()?;
+            self.callbacks.call(|cb| cb.on_save(&self.args, &self.state, &mut self.control))?;
+        }
+        Ok(())
+    }
+
+    /// Records `logs` in the history (with the epoch and step) and tells the callbacks.
+    pub fn log(&mut self, mut logs: Metrics) -> Result<()> {
+        if let Some(epoch) = self.state.epoch {
+            logs.insert("epoch".into(), epoch);
+        }
+        self.state.push_log(&logs);
+        self.callbacks.call(|cb| cb.on_log(&self.args, &self.state, &mut self.control, &logs))
+    }
+
+    /// The final train metrics, logged and returned (HF's end of `train`).
+    fn finish_training(&mut self, start: Instant, plan: &TrainingPlan, mut losses: LossWindow) -> Result<TrainOutput> {
+        losses.total += losses.sum;
+        let steps = (self.state.global_step as f64).max(0.001);
+        let training_loss = losses.total / steps;
+        let num_samples = self.state.max_steps * plan.total_batch_size;
+        let mut metrics = speed_metrics("train", start, num_samples, Some(self.state.max_steps));
+        metrics.insert("total_flos".into(), self.state.total_flos);
+        metrics.insert("train_loss".into(), training_loss);
+        self.log(metrics.clone())?;
+        if let Some(epoch) = self.state.epoch {
+            metrics.insert("epoch".into(), epoch);
+        }
+        self.callbacks.call(|cb| cb.on_train_end(&self.args, &self.state, &mut self.control))?;
+        Ok(TrainOutput {
+            global_step: self.state.global_step,
+            training_loss,
+            metrics,
+        })
+    }
+
+    fn train_loader(&self) -> Result<DataLoader> {
+        let dataset = self.train_dataset.clone().ok_or_else(|| {
+            Error::Usage("train() needs a training data set: Trainer::with_train_dataset(...)".into())
+        })?;
+        let seed = self.args.data_seed.unwrap_or(self.args.seed);
+        Ok(self.loader(dataset, self.args.per_device_train_batch_size)
+            .shuffled(seed)
+            .drop_last(self.args.dataloader_drop_last))
+    }
+
+    fn loader(&self, dataset: Arc<dyn Dataset>, batch_size: usize) -> DataLoader {
+        let loader = DataLoader::new(dataset, batch_size).on_device(&self.device);
+        match &self.collate {
+            Some(collate) => loader.with_collate(collate.clone()),
+            None => loader,
+        }
+    }
+
+    fn create_optimizer_and_scheduler(&mut self, max_steps: usize) -> Result<()> {
+        self.optimizer = Some(optim::build(&self.args, self.params.clone())?);
+        let kind: SchedulerType = self.args.lr_scheduler_type.parse()?;
+        let warmup = warmup_steps(self.args.warmup_steps, self.args.warmup_ratio, max_steps);
+        self.scheduler = Some(LrScheduler::new(
+            kind,
+            self.args.learning_rate,
+            warmup,
+            max_steps,
+            &self.args.lr_scheduler_kwargs,
+        )?);
+        Ok(())
+    }
+
+    fn start_state(&mut self, plan: &TrainingPlan) {
+        let args = &self.args;
+        let logging_steps = plan.resolve_steps(args.logging_steps);
+        self.state = TrainerState {
+            epoch: Some(0.0),
+            max_steps: plan.max_steps,
+            logging_steps,
+            eval_steps: args.eval_steps.map_or(logging_steps, |s| plan.resolve_steps(s)),
+            save_steps: plan.resolve_steps(args.save_steps),
+            train_batch_size: args.per_device_train_batch_size,
+            num_train_epochs: plan.num_epochs,
+            is_local_process_zero: true,
+            is_world_process_zero: true,
+            ..TrainerState::default()
+        };
+        self.control = TrainerControl::default();
+    }
+
+    /// The value of `metric_for_best_model` (with HF's `eval_` prefix rule) in `metrics`.
+    fn metric_for_best(&self, metrics: &Metrics) -> Result<f64> {
+        let name = self.args.metric_for_best_model.as_deref().unwrap_or("loss");
+        let key = if name.starts_with("eval_") { name.to_string() } else { format!("eval_{name}") };
+        metrics.get(&key).copied().ok_or_else(|| {
+            Error::Usage(format!(
+                "metric_for_best_model is `{name}`, but the evaluation reported only: {}; \
+                 pick one of those or add it in compute_metrics",
+                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Tracks `best_metric` and `best_global_step` (HF's `_determine_best_metric`).
+    fn update_best_metric(&mut self, metrics: &Metrics) -> Result<()> {
+        if self.args.metric_for_best_model.is_none() {
+            return Ok(());
+        }
+        let value = self.metric_for_best(metrics)?;
+        let greater = self.args.greater_is_better.unwrap_or(false);
+        let better = match self.state.best_metric {
+            None => true,
+            Some(best) => if greater { value > best } else { value < best },
+        };
+        if better {
+            self.state.best_metric = Some(value);
+            self.state.best_global_step = Some(self.state.global_step);
+        }
+        Ok(())
+    }
+}
+
+impl LossWindow {
+    /// Adds a micro-batch loss; a non-finite one is replaced by the window's
+    /// mean so far when `nan_inf_filter` is on (HF's `logging_nan_inf_filter`).
+    fn add(&mut self, loss: f64, nan_inf_filter: bool, global_step: usize) {
+        if nan_inf_filter && !loss.is_finite() {
+            self.sum += self.sum / (1 + global_step - self.last_logged_step) as f64;
+        } else {
+            self.sum += loss;
+        }
+    }
+}
