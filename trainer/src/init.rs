@@ -45,7 +45,10 @@ impl SeededVarMap {
 
     fn draw(&self, shape: &Shape, init: Init) -> Vec<f32> {
         let n = shape.elem_count();
-        let mut rng = self.rng.lock().expect("the init generator is never poisoned");
+        let mut rng = self
+            .rng
+            .lock()
+            .expect("the init generator is never poisoned");
         match init {
             Init::Const(value) => vec![value as f32; n],
             Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up) as f32).collect(),
@@ -112,7 +115,12 @@ impl SimpleBackend for SeededVarMap {
         Ok(tensor)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, _device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _device: &Device,
+    ) -> candle_core::Result<Tensor> {
         match self.varmap.data().lock().unwrap().get(name) {
             Some(var) => var.as_tensor().to_dtype(dtype),
             None => candle_core::bail!("no parameter named {name}"),
@@ -125,7 +133,11 @@ impl SimpleBackend for SeededVarMap {
 }
 
 /// A fresh [`VarMap`] and a seeded `VarBuilder` that fills it.
-pub fn seeded_var_builder(seed: u64, dtype: DType, device: &Device) -> (VarMap, VarBuilder<'static>) {
+pub fn seeded_var_builder(
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> (VarMap, VarBuilder<'static>) {
     let varmap = VarMap::new();
     let vb = SeededVarMap::new(varmap.clone(), seed).var_builder(dtype, device);
     (varmap, vb)

@@ -23,7 +23,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Result<T
     let safe_labels = active.where_cond(&labels, &labels.zeros_like()?)?;
     let mask = active.to_dtype(DType::F32)?;
     let num_active = mask.sum_all()?.maximum(1f64)?;
-    let picked = log_probs.gather(&safe_labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let picked = log_probs
+        .gather(&safe_labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
     let nll = picked.mul(&mask)?.sum_all()?.neg()?.div(&num_active)?;
     if epsilon == 0.0 {
         return Ok(nll);

@@ -66,13 +66,24 @@ pub fn accuracy(prediction: &EvalPrediction) -> Result<Metrics> {
 
 /// HF's `speed_metrics`: `{split}_runtime`, `{split}_samples_per_second` and,
 /// given steps, `{split}_steps_per_second`.
-pub fn speed_metrics(split: &str, start: Instant, num_samples: usize, num_steps: Option<usize>) -> Metrics {
+pub fn speed_metrics(
+    split: &str,
+    start: Instant,
+    num_samples: usize,
+    num_steps: Option<usize>,
+) -> Metrics {
     let runtime = start.elapsed().as_secs_f64();
     let mut metrics = Metrics::new();
     metrics.insert(format!("{split}_runtime"), round(runtime, 4));
-    metrics.insert(format!("{split}_samples_per_second"), round(num_samples as f64 / runtime, 3));
+    metrics.insert(
+        format!("{split}_samples_per_second"),
+        round(num_samples as f64 / runtime, 3),
+    );
     if let Some(steps) = num_steps {
-        metrics.insert(format!("{split}_steps_per_second"), round(steps as f64 / runtime, 3));
+        metrics.insert(
+            format!("{split}_steps_per_second"),
+            round(steps as f64 / runtime, 3),
+        );
     }
     metrics
 }
@@ -129,14 +140,20 @@ fn format_metric(key: &str, value: f64) -> String {
 pub fn save_metrics(dir: &Path, split: &str, metrics: &Metrics) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let as_json = |m: &Metrics| -> serde_json::Map<String, serde_json::Value> {
-        m.iter().map(|(k, v)| (k.clone(), json_number(*v))).collect()
+        m.iter()
+            .map(|(k, v)| (k.clone(), json_number(*v)))
+            .collect()
     };
-    write_json_sorted(&dir.join(format!("{split}_results.json")), &as_json(metrics))?;
+    write_json_sorted(
+        &dir.join(format!("{split}_results.json")),
+        &as_json(metrics),
+    )?;
     let all_path = dir.join("all_results.json");
-    let mut all: serde_json::Map<String, serde_json::Value> = match std::fs::read_to_string(&all_path) {
-        Ok(text) => serde_json::from_str(&text)?,
-        Err(_) => serde_json::Map::new(),
-    };
+    let mut all: serde_json::Map<String, serde_json::Value> =
+        match std::fs::read_to_string(&all_path) {
+            Ok(text) => serde_json::from_str(&text)?,
+            Err(_) => serde_json::Map::new(),
+        };
     all.extend(as_json(metrics));
     write_json_sorted(&all_path, &all)
 }

@@ -30,7 +30,12 @@ impl EarlyStoppingCallback {
 }
 
 impl TrainerCallback for EarlyStoppingCallback {
-    fn on_train_begin(&mut self, args: &TrainingArguments, _state: &TrainerState, _control: &mut TrainerControl) -> Result<()> {
+    fn on_train_begin(
+        &mut self,
+        args: &TrainingArguments,
+        _state: &TrainerState,
+        _control: &mut TrainerControl,
+    ) -> Result<()> {
         if args.metric_for_best_model.is_none() {
             return Err(Error::Usage(
                 "EarlyStoppingCallback needs metric_for_best_model (e.g. `--metric_for_best_model eval_loss`)".into(),
@@ -38,7 +43,8 @@ impl TrainerCallback for EarlyStoppingCallback {
         }
         if args.eval_strategy == crate::args::IntervalStrategy::No {
             return Err(Error::Usage(
-                "EarlyStoppingCallback needs evaluations: set eval_strategy to `steps` or `epoch`".into(),
+                "EarlyStoppingCallback needs evaluations: set eval_strategy to `steps` or `epoch`"
+                    .into(),
             ));
         }
         Ok(())
@@ -52,7 +58,11 @@ impl TrainerCallback for EarlyStoppingCallback {
         metrics: &Metrics,
     ) -> Result<()> {
         let name = args.metric_for_best_model.as_deref().unwrap_or("loss");
-        let key = if name.starts_with("eval_") { name.to_string() } else { format!("eval_{name}") };
+        let key = if name.starts_with("eval_") {
+            name.to_string()
+        } else {
+            format!("eval_{name}")
+        };
         let Some(&value) = metrics.get(&key) else {
             return Err(Error::Usage(format!(
                 "early stopping watches `{key}`, but the evaluation reported only: {}",
@@ -63,7 +73,11 @@ impl TrainerCallback for EarlyStoppingCallback {
         let improved = match state.best_metric {
             None => true,
             Some(best) => {
-                let better = if greater_is_better { value > best } else { value < best };
+                let better = if greater_is_better {
+                    value > best
+                } else {
+                    value < best
+                };
                 better && (value - best).abs() > self.threshold
             }
         };

@@ -11,7 +11,12 @@ use crate::trainer::{TrainerControl, TrainerState};
 pub struct DefaultFlowCallback;
 
 impl TrainerCallback for DefaultFlowCallback {
-    fn on_step_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_step_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         let step = state.global_step;
         let every = |n: usize| n > 0 && step % n == 0;
         if step == 1 && args.logging_first_step {
@@ -20,7 +25,10 @@ impl TrainerCallback for DefaultFlowCallback {
         if args.logging_strategy == IntervalStrategy::Steps && every(state.logging_steps) {
             control.should_log = true;
         }
-        if args.eval_strategy == IntervalStrategy::Steps && every(state.eval_steps) && args.eval_delay <= step as f64 {
+        if args.eval_strategy == IntervalStrategy::Steps
+            && every(state.eval_steps)
+            && args.eval_delay <= step as f64
+        {
             control.should_evaluate = true;
         }
         if args.save_strategy == IntervalStrategy::Steps && every(state.save_steps) {
@@ -36,11 +44,18 @@ impl TrainerCallback for DefaultFlowCallback {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_epoch_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         if args.logging_strategy == IntervalStrategy::Epoch {
             control.should_log = true;
         }
-        if args.eval_strategy == IntervalStrategy::Epoch && args.eval_delay <= state.epoch.unwrap_or(0.0) {
+        if args.eval_strategy == IntervalStrategy::Epoch
+            && args.eval_delay <= state.epoch.unwrap_or(0.0)
+        {
             control.should_evaluate = true;
         }
         if args.save_strategy == IntervalStrategy::Epoch {

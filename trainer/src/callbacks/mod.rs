@@ -32,63 +32,141 @@ pub trait TrainerCallback: Send {
             .to_string()
     }
     /// At the end of the Trainer's construction.
-    fn on_init_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_init_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// Before the first step.
-    fn on_train_begin(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_train_begin(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After the last step.
-    fn on_train_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_train_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// At the start of an epoch.
-    fn on_epoch_begin(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_epoch_begin(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// At the end of an epoch.
-    fn on_epoch_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_epoch_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// Before an optimizer step's first micro-batch.
-    fn on_step_begin(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_step_begin(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After each micro-batch but the last of an optimizer step.
-    fn on_substep_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_substep_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After clipping, before the optimizer step.
-    fn on_pre_optimizer_step(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_pre_optimizer_step(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After the optimizer step, before the scheduler step.
-    fn on_optimizer_step(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_optimizer_step(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After an optimizer step (`state.global_step` already counts it).
-    fn on_step_end(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_step_end(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After an evaluation, with its metrics.
-    fn on_evaluate(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl, metrics: &Metrics) -> Result<()> {
+    fn on_evaluate(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+        metrics: &Metrics,
+    ) -> Result<()> {
         Ok(())
     }
     /// After a prediction run, with its metrics.
-    fn on_predict(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl, metrics: &Metrics) -> Result<()> {
+    fn on_predict(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+        metrics: &Metrics,
+    ) -> Result<()> {
         Ok(())
     }
     /// After a checkpoint is saved.
-    fn on_save(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_save(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
     /// After something is logged.
-    fn on_log(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl, logs: &Metrics) -> Result<()> {
+    fn on_log(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+        logs: &Metrics,
+    ) -> Result<()> {
         Ok(())
     }
     /// After each evaluation or prediction batch.
-    fn on_prediction_step(&mut self, args: &TrainingArguments, state: &TrainerState, control: &mut TrainerControl) -> Result<()> {
+    fn on_prediction_step(
+        &mut self,
+        args: &TrainingArguments,
+        state: &TrainerState,
+        control: &mut TrainerControl,
+    ) -> Result<()> {
         Ok(())
     }
 }
@@ -117,7 +195,10 @@ impl CallbackHandler {
     }
 
     /// Calls `event` on every callback in order, stopping at the first error.
-    pub fn call(&mut self, mut event: impl FnMut(&mut dyn TrainerCallback) -> Result<()>) -> Result<()> {
+    pub fn call(
+        &mut self,
+        mut event: impl FnMut(&mut dyn TrainerCallback) -> Result<()>,
+    ) -> Result<()> {
         for callback in &mut self.callbacks {
             event(callback.as_mut())?;
         }

@@ -19,7 +19,13 @@ use crate::trainer::{TrainerControl, TrainerState};
 pub struct PrinterCallback;
 
 impl TrainerCallback for PrinterCallback {
-    fn on_log(&mut self, _args: &TrainingArguments, state: &TrainerState, _control: &mut TrainerControl, logs: &Metrics) -> Result<()> {
+    fn on_log(
+        &mut self,
+        _args: &TrainingArguments,
+        state: &TrainerState,
+        _control: &mut TrainerControl,
+        logs: &Metrics,
+    ) -> Result<()> {
         if state.is_world_process_zero {
             println!("{}", format_logs(visible(logs)));
         }
@@ -34,12 +40,23 @@ pub struct ProgressCallback {
 }
 
 impl TrainerCallback for ProgressCallback {
-    fn on_train_begin(&mut self, _args: &TrainingArguments, _state: &TrainerState, _control: &mut TrainerControl) -> Result<()> {
+    fn on_train_begin(
+        &mut self,
+        _args: &TrainingArguments,
+        _state: &TrainerState,
+        _control: &mut TrainerControl,
+    ) -> Result<()> {
         self.start = Some(Instant::now());
         Ok(())
     }
 
-    fn on_log(&mut self, _args: &TrainingArguments, state: &TrainerState, _control: &mut TrainerControl, logs: &Metrics) -> Result<()> {
+    fn on_log(
+        &mut self,
+        _args: &TrainingArguments,
+        state: &TrainerState,
+        _control: &mut TrainerControl,
+        logs: &Metrics,
+    ) -> Result<()> {
         if !state.is_world_process_zero {
             return Ok(());
         }
@@ -47,7 +64,11 @@ impl TrainerCallback for ProgressCallback {
             current: state.global_step as u64,
             total: state.max_steps as u64,
             elapsed: self.start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
-            comment: format!("Epoch {:.2}/{}", state.epoch.unwrap_or(0.0), state.num_train_epochs),
+            comment: format!(
+                "Epoch {:.2}/{}",
+                state.epoch.unwrap_or(0.0),
+                state.num_train_epochs
+            ),
         };
         println!("{progress} {}", format_logs(visible(logs)));
         Ok(())

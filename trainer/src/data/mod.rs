@@ -153,7 +153,9 @@ fn stack<'a>(
     let fields: Vec<&Field> = fields
         .enumerate()
         .map(|(i, f)| {
-            f.ok_or_else(|| Error::Usage(format!("sample {i} of the batch has no {what}, others do")))
+            f.ok_or_else(|| {
+                Error::Usage(format!("sample {i} of the batch has no {what}, others do"))
+            })
         })
         .collect::<Result<_>>()?;
     let Some(first) = fields.first() else {
@@ -172,11 +174,11 @@ fn stack<'a>(
     }
     let n = fields.len();
     let tensor = match first {
-        Field::F32(_) => Tensor::from_vec(flatten(&fields, |f| as_f32(f)), (n, len), device)?,
-        Field::U32(_) => Tensor::from_vec(flatten(&fields, |f| as_u32(f)), (n, len), device)?,
-        Field::I64(_) => Tensor::from_vec(flatten(&fields, |f| as_i64(f)), (n, len), device)?,
-        Field::Class(_) => Tensor::from_vec(flatten(&fields, |f| as_i64(f)), n, device)?,
-        Field::Scalar(_) => Tensor::from_vec(flatten(&fields, |f| as_f32(f)), n, device)?,
+        Field::F32(_) => Tensor::from_vec(flatten(&fields, as_f32), (n, len), device)?,
+        Field::U32(_) => Tensor::from_vec(flatten(&fields, as_u32), (n, len), device)?,
+        Field::I64(_) => Tensor::from_vec(flatten(&fields, as_i64), (n, len), device)?,
+        Field::Class(_) => Tensor::from_vec(flatten(&fields, as_i64), n, device)?,
+        Field::Scalar(_) => Tensor::from_vec(flatten(&fields, as_f32), n, device)?,
     };
     Ok(Some(tensor))
 }

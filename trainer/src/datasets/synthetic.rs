@@ -26,14 +26,29 @@ pub enum SequenceTask {
 impl SequenceTask {
     /// Every task with its name and a one-line description.
     pub const ALL: &'static [(&'static str, SequenceTask, &'static str)] = &[
-        ("copy", SequenceTask::Copy, "repeat a random sequence after a separator"),
-        ("reverse", SequenceTask::Reverse, "repeat a random sequence backwards"),
-        ("modular_addition", SequenceTask::ModularAddition, "a + b = c (mod p)"),
+        (
+            "copy",
+            SequenceTask::Copy,
+            "repeat a random sequence after a separator",
+        ),
+        (
+            "reverse",
+            SequenceTask::Reverse,
+            "repeat a random sequence backwards",
+        ),
+        (
+            "modular_addition",
+            SequenceTask::ModularAddition,
+            "a + b = c (mod p)",
+        ),
     ];
 
     /// The task with this name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(n, _, _)| *n == name).map(|(_, t, _)| *t)
+        Self::ALL
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, t, _)| *t)
     }
 }
 

@@ -55,12 +55,18 @@ pub fn load_tabular(name: &str, test_fraction: f64, seed: u64) -> Result<Tabular
             let ds = linfa_datasets::winequality();
             // Quality scores 3..=8 become classes 0..=5.
             let labels: Vec<i64> = ds.targets.iter().map(|q| *q as i64 - 3).collect();
-            (rows_of(ds.records.iter().copied(), ds.records.ncols()), labels)
+            (
+                rows_of(ds.records.iter().copied(), ds.records.ncols()),
+                labels,
+            )
         }
         "iris" => {
             let ds = linfa_datasets::iris();
             let labels: Vec<i64> = ds.targets.iter().map(|c| *c as i64).collect();
-            (rows_of(ds.records.iter().copied(), ds.records.ncols()), labels)
+            (
+                rows_of(ds.records.iter().copied(), ds.records.ncols()),
+                labels,
+            )
         }
         other => {
             let known: Vec<&str> = TABULAR_DATASETS.iter().map(|(n, _)| *n).collect();

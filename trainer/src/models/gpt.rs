@@ -3,9 +3,14 @@
 //!
 //! Labels are aligned with the inputs (label `t` is the target of position
 //! `t`; `-100` is ignored), so a data set decides which positions train.
+//!
+//! candle-nn's fused `LayerNorm` and `softmax_last_dim` have no backward pass
+//! (they are built with `apply_op*_no_bwd`): a model trained through them
+//! silently gets no gradient past them. The layer norm and the softmax here
+//! are therefore composed of differentiable ops.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, VarMap};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -40,6 +45,30 @@ impl GptConfig {
     }
 }
 
+/// A layer norm with a backward pass (weight 1, bias 0 at the start, eps 1e-5).
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(d, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(d, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(
+            x,
+            &self.weight,
+            &self.bias,
+            1e-5,
+        )?)
+    }
+}
+
 struct Block {
     ln_1: LayerNorm,
     qkv: Linear,
@@ -54,10 +83,10 @@ impl Block {
     fn new(config: &GptConfig, vb: VarBuilder) -> Result<Self> {
         let d = config.d_model;
         Ok(Self {
-            ln_1: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_1"))?,
+            ln_1: LayerNorm::new(d, vb.pp("ln_1"))?,
             qkv: candle_nn::linear(d, 3 * d, vb.pp("attn.qkv"))?,
             proj: candle_nn::linear(d, d, vb.pp("attn.proj"))?,
-            ln_2: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_2"))?,
+            ln_2: LayerNorm::new(d, vb.pp("ln_2"))?,
             fc: candle_nn::linear(d, 4 * d, vb.pp("mlp.fc"))?,
             fc_proj: candle_nn::linear(4 * d, d, vb.pp("mlp.proj"))?,
             n_head: config.n_head,
@@ -82,7 +111,7 @@ impl Block {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok(self.proj.forward(&out)?)
     }
@@ -118,7 +147,7 @@ impl Gpt {
             wte: candle_nn::embedding(config.vocab_size, d, vb.pp("wte"))?,
             wpe: candle_nn::embedding(config.max_seq_len, d, vb.pp("wpe"))?,
             blocks,
-            ln_f: candle_nn::layer_norm(d, 1e-5, vb.pp("ln_f"))?,
+            ln_f: LayerNorm::new(d, vb.pp("ln_f"))?,
             lm_head: candle_nn::linear_no_bias(d, config.vocab_size, vb.pp("lm_head"))?,
             varmap,
         })

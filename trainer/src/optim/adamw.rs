@@ -59,10 +59,15 @@ impl Optimizer for AdamW {
         for (i, param) in self.params.iter().enumerate() {
             let Some(grad) = grads.get(i) else { continue };
             let theta = param.var.as_tensor().detach();
-            let m = ((self.exp_avg.get_or_zeros(i, &theta)? * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
+            let m =
+                ((self.exp_avg.get_or_zeros(i, &theta)? * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
             let v = ((self.exp_avg_sq.get_or_zeros(i, &theta)? * c.beta2)?
                 + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let decay = if param.decay { lr * c.weight_decay } else { 0.0 };
+            let decay = if param.decay {
+                lr * c.weight_decay
+            } else {
+                0.0
+            };
             let next = if c.decay_after_update {
                 let step_size = lr * bc2.sqrt() / bc1;
                 let denom = (v.sqrt()? + c.eps)?;

@@ -49,14 +49,19 @@ impl Buffers {
     }
 
     /// Reads the buffers written by [`Buffers::save`], checking shapes.
-    pub(crate) fn load(&mut self, params: &Parameters, saved: &BTreeMap<String, Tensor>) -> Result<()> {
+    pub(crate) fn load(
+        &mut self,
+        params: &Parameters,
+        saved: &BTreeMap<String, Tensor>,
+    ) -> Result<()> {
         for (i, param) in params.iter().enumerate() {
             let key = format!("{}.{}", self.kind, param.name);
             self.values[i] = match saved.get(&key) {
                 None => None,
-                Some(t) if t.shape() == param.var.shape() => {
-                    Some(t.to_device(param.var.device())?.to_dtype(param.var.dtype())?)
-                }
+                Some(t) if t.shape() == param.var.shape() => Some(
+                    t.to_device(param.var.device())?
+                        .to_dtype(param.var.dtype())?,
+                ),
                 Some(t) => {
                     return Err(Error::Usage(format!(
                         "optimizer state `{key}` has shape {:?} but the parameter has {:?}: \

@@ -14,7 +14,12 @@ pub struct Gradients(Vec<Option<Tensor>>);
 impl Gradients {
     /// The gradients of `params` found in a backward pass's store.
     pub fn from_store(params: &Parameters, store: &GradStore) -> Self {
-        Self(params.iter().map(|p| store.get(p.var.as_tensor()).cloned()).collect())
+        Self(
+            params
+                .iter()
+                .map(|p| store.get(p.var.as_tensor()).cloned())
+                .collect(),
+        )
     }
 
     /// From one entry per parameter.

@@ -47,10 +47,15 @@ impl Optimizer for Lion {
             let theta = param.var.as_tensor().detach();
             let m = self.exp_avg.get_or_zeros(i, &theta)?;
             let direction = ((&m * c.beta1)? + (grad * (1.0 - c.beta1))?)?.sign()?;
-            let decay = if param.decay { lr * c.weight_decay } else { 0.0 };
+            let decay = if param.decay {
+                lr * c.weight_decay
+            } else {
+                0.0
+            };
             let next = (decayed(&theta, decay)? - (direction * lr)?)?;
             param.var.set(&next)?;
-            self.exp_avg.set(i, ((m * c.beta2)? + (grad * (1.0 - c.beta2))?)?);
+            self.exp_avg
+                .set(i, ((m * c.beta2)? + (grad * (1.0 - c.beta2))?)?);
         }
         Ok(())
     }

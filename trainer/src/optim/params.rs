@@ -25,7 +25,10 @@ pub struct Parameters(Vec<Parameter>);
 impl Parameters {
     /// Every variable of `varmap`, sorted by name, with HF's decay rule.
     pub fn from_varmap(varmap: &VarMap) -> Self {
-        let data = varmap.data().lock().expect("the varmap lock is never poisoned");
+        let data = varmap
+            .data()
+            .lock()
+            .expect("the varmap lock is never poisoned");
         let mut params: Vec<Parameter> = data
             .iter()
             .map(|(name, var)| Parameter {

@@ -72,7 +72,9 @@ impl<M: Model> Trainer<M> {
     /// passed to the callbacks' `on_evaluate`.
     pub fn evaluate(&mut self) -> Result<Metrics> {
         let dataset = self.eval_dataset.clone().ok_or_else(|| {
-            Error::Usage("evaluate() needs an evaluation data set: Trainer::with_eval_dataset(...)".into())
+            Error::Usage(
+                "evaluate() needs an evaluation data set: Trainer::with_eval_dataset(...)".into(),
+            )
         })?;
         self.evaluate_on(dataset, "eval")
     }
@@ -82,9 +84,15 @@ impl<M: Model> Trainer<M> {
         let start = Instant::now();
         let output = self.evaluation_loop(dataset, prefix, self.compute_metrics.is_none())?;
         let mut metrics = output.metrics;
-        metrics.extend(speed_metrics(prefix, start, output.num_samples, Some(output.num_batches)));
+        metrics.extend(speed_metrics(
+            prefix,
+            start,
+            output.num_samples,
+            Some(output.num_batches),
+        ));
         self.log(metrics.clone())?;
-        self.callbacks.call(|cb| cb.on_evaluate(&self.args, &self.state, &mut self.control, &metrics))?;
+        self.callbacks
+            .call(|cb| cb.on_evaluate(&self.args, &self.state, &mut self.control, &metrics))?;
         Ok(metrics)
     }
 
@@ -93,8 +101,14 @@ impl<M: Model> Trainer<M> {
         let start = Instant::now();
         let output = self.evaluation_loop(Arc::new(dataset), "test", false)?;
         let mut metrics = output.metrics;
-        metrics.extend(speed_metrics("test", start, output.num_samples, Some(output.num_batches)));
-        self.callbacks.call(|cb| cb.on_predict(&self.args, &self.state, &mut self.control, &metrics))?;
+        metrics.extend(speed_metrics(
+            "test",
+            start,
+            output.num_samples,
+            Some(output.num_batches),
+        ));
+        self.callbacks
+            .call(|cb| cb.on_predict(&self.args, &self.state, &mut self.control, &metrics))?;
         let prediction = output
             .prediction
             .ok_or_else(|| Error::Usage("predict() got an empty data set".into()))?;
@@ -105,7 +119,12 @@ impl<M: Model> Trainer<M> {
         })
     }
 
-    fn evaluation_loop(&mut self, dataset: Arc<dyn Dataset>, prefix: &str, loss_only: bool) -> Result<LoopOutput> {
+    fn evaluation_loop(
+        &mut self,
+        dataset: Arc<dyn Dataset>,
+        prefix: &str,
+        loss_only: bool,
+    ) -> Result<LoopOutput> {
         let loader = self.loader(dataset, self.args.per_device_eval_batch_size);
         let ctx = StepContext {
             num_micro_batches: 1,
@@ -116,7 +135,9 @@ impl<M: Model> Trainer<M> {
         let mut gathered = Gathered::default();
         for (i, batch) in loader.iter_epoch(0).enumerate() {
             let batch = batch?;
-            let step = self.hooks.prediction_step(&self.model, &batch, &ctx, loss_only)?;
+            let step = self
+                .hooks
+                .prediction_step(&self.model, &batch, &ctx, loss_only)?;
             // Each batch's mean loss weighs by its size, as HF's repeat-and-mean does.
             if let Some(loss) = step.loss {
                 loss_sum += loss * batch.size as f64;
@@ -126,7 +147,11 @@ impl<M: Model> Trainer<M> {
             if let Some(logits) = step.logits {
                 gathered.push(logits, step.labels);
             }
-            if self.args.eval_accumulation_steps.is_some_and(|n| (i + 1) % n == 0) {
+            if self
+                .args
+                .eval_accumulation_steps
+                .is_some_and(|n| (i + 1) % n == 0)
+            {
                 gathered.move_to_host()?;
             }
             self.callbacks
@@ -139,7 +164,11 @@ impl<M: Model> Trainer<M> {
         }
         if let (Some(compute), Some(prediction)) = (&self.compute_metrics, &prediction) {
             for (key, value) in compute(prediction)? {
-                let key = if key.starts_with(&format!("{prefix}_")) { key } else { format!("{prefix}_{key}") };
+                let key = if key.starts_with(&format!("{prefix}_")) {
+                    key
+                } else {
+                    format!("{prefix}_{key}")
+                };
                 metrics.insert(key, value);
             }
         }

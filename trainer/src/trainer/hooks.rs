@@ -42,7 +42,12 @@ pub trait TrainingHooks<M: Model>: Send {
     ///
     /// The default takes the model's own loss, or with label smoothing
     /// recomputes it from the logits, as HF's `LabelSmoother` does.
-    fn compute_loss(&self, model: &M, batch: &Batch, ctx: &StepContext) -> Result<(Tensor, ModelOutput)> {
+    fn compute_loss(
+        &self,
+        model: &M,
+        batch: &Batch,
+        ctx: &StepContext,
+    ) -> Result<(Tensor, ModelOutput)> {
         let output = model.forward(batch, ctx.training)?;
         let loss = match (&batch.labels, ctx.label_smoothing_factor) {
             (Some(labels), eps) if eps > 0.0 => cross_entropy(&output.logits, labels, eps)?,
@@ -69,7 +74,10 @@ pub trait TrainingHooks<M: Model>: Send {
         let (loss, _) = self.compute_loss(model, batch, ctx)?;
         let loss = (loss / ctx.num_micro_batches as f64)?;
         let grads = Gradients::from_store(params, &loss.backward()?);
-        Ok((loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?, grads))
+        Ok((
+            loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
+            grads,
+        ))
     }
 
     /// One evaluation batch: loss (through [`TrainingHooks::compute_loss`]
@@ -83,12 +91,19 @@ pub trait TrainingHooks<M: Model>: Send {
     ) -> Result<PredictionStep> {
         let (loss, output) = if batch.labels.is_some() {
             let (loss, output) = self.compute_loss(model, batch, ctx)?;
-            (Some(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?), output)
+            (
+                Some(loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?),
+                output,
+            )
         } else {
             (None, model.forward(batch, ctx.training)?)
         };
         if prediction_loss_only {
-            return Ok(PredictionStep { loss, logits: None, labels: None });
+            return Ok(PredictionStep {
+                loss,
+                logits: None,
+                labels: None,
+            });
         }
         Ok(PredictionStep {
             loss,
@@ -112,7 +127,12 @@ where
     M: Model,
     F: Fn(&M, &Batch, &ModelOutput) -> Result<Tensor> + Send,
 {
-    fn compute_loss(&self, model: &M, batch: &Batch, ctx: &StepContext) -> Result<(Tensor, ModelOutput)> {
+    fn compute_loss(
+        &self,
+        model: &M,
+        batch: &Batch,
+        ctx: &StepContext,
+    ) -> Result<(Tensor, ModelOutput)> {
         let output = model.forward(batch, ctx.training)?;
         let loss = (self.0)(model, batch, &output)?;
         Ok((loss, output))

@@ -21,7 +21,9 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use crate::args::TrainingArguments;
-use crate::callbacks::{CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerCallback};
+use crate::callbacks::{
+    CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerCallback,
+};
 use crate::data::{CollateFn, DataLoader, Dataset};
 use crate::error::{Error, Result};
 use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
@@ -114,13 +116,22 @@ impl<M: Model> Trainer<M> {
     }
 
     /// Collates batches with `collate` instead of stacking samples.
-    pub fn with_collate(mut self, collate: impl Fn(&[crate::data::Sample], &Device) -> Result<crate::data::Batch> + Send + Sync + 'static) -> Self {
+    pub fn with_collate(
+        mut self,
+        collate: impl Fn(&[crate::data::Sample], &Device) -> Result<crate::data::Batch>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
         self.collate = Some(Arc::new(collate));
         self
     }
 
     /// Computes extra evaluation metrics (HF's `compute_metrics`).
-    pub fn with_compute_metrics(mut self, f: impl Fn(&EvalPrediction) -> Result<Metrics> + Send + Sync + 'static) -> Self {
+    pub fn with_compute_metrics(
+        mut self,
+        f: impl Fn(&EvalPrediction) -> Result<Metrics> + Send + Sync + 'static,
+    ) -> Self {
         self.compute_metrics = Some(Box::new(f));
         self
     }
@@ -134,7 +145,9 @@ impl<M: Model> Trainer<M> {
     /// Replaces only the loss: `f(model, batch, output)`.
     pub fn with_compute_loss(
         self,
-        f: impl Fn(&M, &crate::data::Batch, &crate::model::ModelOutput) -> Result<Tensor> + Send + 'static,
+        f: impl Fn(&M, &crate::data::Batch, &crate::model::ModelOutput) -> Result<Tensor>
+            + Send
+            + 'static,
     ) -> Self
     where
         M: 'static,
@@ -177,30 +190,40 @@ impl<M: Model> Trainer<M> {
         let start = Instant::now();
         let mut losses = LossWindow::default();
         let mut grad_norm = None;
-        self.callbacks.call(|cb| cb.on_train_begin(&self.args, &self.state, &mut self.control))?;
+        self.callbacks
+            .call(|cb| cb.on_train_begin(&self.args, &self.state, &mut self.control))?;
 
         for epoch in 0..plan.num_epochs {
             let order = loader.epoch_order(epoch as u64);
             self.control.should_epoch_stop = false;
-            self.callbacks.call(|cb| cb.on_epoch_begin(&self.args, &self.state, &mut self.control))?;
+            self.callbacks
+                .call(|cb| cb.on_epoch_begin(&self.args, &self.state, &mut self.control))?;
             for update in 0..plan.updates_per_epoch {
                 let micro_batches = plan.micro_batches(update);
-                self.callbacks.call(|cb| cb.on_step_begin(&self.args, &self.state, &mut self.control))?;
-                let mut grads = self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
+                self.callbacks
+                    .call(|cb| cb.on_step_begin(&self.args, &self.state, &mut self.control))?;
+                let mut grads =
+                    self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
                 grad_norm = self.clip_gradients(&mut grads)?;
-                self.callbacks.call(|cb| cb.on_pre_optimizer_step(&self.args, &self.state, &mut self.control))?;
+                self.callbacks.call(|cb| {
+                    cb.on_pre_optimizer_step(&self.args, &self.state, &mut self.control)
+                })?;
                 self.optimizer_step(&grads)?;
-                self.callbacks.call(|cb| cb.on_optimizer_step(&self.args, &self.state, &mut self.control))?;
+                self.callbacks
+                    .call(|cb| cb.on_optimizer_step(&self.args, &self.state, &mut self.control))?;
                 self.scheduler_mut().step();
                 self.state.global_step += 1;
-                self.state.epoch = Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
-                self.callbacks.call(|cb| cb.on_step_end(&self.args, &self.state, &mut self.control))?;
+                self.state.epoch =
+                    Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
+                self.callbacks
+                    .call(|cb| cb.on_step_end(&self.args, &self.state, &mut self.control))?;
                 self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
                 if self.control.should_epoch_stop || self.control.should_training_stop {
                     break;
                 }
             }
-            self.callbacks.call(|cb| cb.on_epoch_end(&self.args, &self.state, &mut self.control))?;
+            self.callbacks
+                .call(|cb| cb.on_epoch_end(&self.args, &self.state, &mut self.control))?;
             self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
             if self.control.should_training_stop {
                 break;
@@ -229,11 +252,18 @@ impl<M: Model> Trainer<M> {
             if let Some(flos) = self.model.floating_point_ops(&batch) {
                 self.state.total_flos += flos;
             }
-            let (loss, step_grads) = self.hooks.training_step(&self.model, &self.params, &batch, &ctx)?;
-            losses.add(loss, self.args.logging_nan_inf_filter, self.state.global_step);
+            let (loss, step_grads) =
+                self.hooks
+                    .training_step(&self.model, &self.params, &batch, &ctx)?;
+            losses.add(
+                loss,
+                self.args.logging_nan_inf_filter,
+                self.state.global_step,
+            );
             grads.accumulate(step_grads)?;
             if index != last {
-                self.callbacks.call(|cb| cb.on_substep_end(&self.args, &self.state, &mut self.control))?;
+                self.callbacks
+                    .call(|cb| cb.on_substep_end(&self.args, &self.state, &mut self.control))?;
             }
         }
         Ok(grads)
@@ -261,7 +291,11 @@ impl<M: Model> Trainer<M> {
     }
 
     /// Logs, evaluates and saves as the control flags say (HF's `_maybe_log_save_evaluate`).
-    fn maybe_log_save_evaluate(&mut self, losses: &mut LossWindow, grad_norm: Option<f64>) -> Result<()> {
+    fn maybe_log_save_evaluate(
+        &mut self,
+        losses: &mut LossWindow,
+        grad_norm: Option<f64>,
+    ) -> Result<()> {
         if self.control.should_log && self.state.global_step > losses.last_logged_step {
             let mut logs = Metrics::new();
             let steps = (self.state.global_step - losses.last_logged_step) as f64;
@@ -280,7 +314,9 @@ impl<M: Model> Trainer<M> {
             self.control.should_evaluate = false;
             let metrics = self.evaluate()?;
             self.update_best_metric(&metrics)?;
-            if self.scheduler.as_ref().map(LrScheduler::kind) == Some(SchedulerType::ReduceLrOnPlateau) {
+            if self.scheduler.as_ref().map(LrScheduler::kind)
+                == Some(SchedulerType::ReduceLrOnPlateau)
+            {
                 let value = self.metric_for_best(&metrics)?;
                 self.scheduler_mut().step_metric(value);
             }
@@ -288,7 +324,8 @@ impl<M: Model> Trainer<M> {
         if self.control.should_save {
             self.control.should_save = false;
             self.save_checkpoint()?;
-            self.callbacks.call(|cb| cb.on_save(&self.args, &self.state, &mut self.control))?;
+            self.callbacks
+                .call(|cb| cb.on_save(&self.args, &self.state, &mut self.control))?;
         }
         Ok(())
     }
@@ -299,11 +336,17 @@ impl<M: Model> Trainer<M> {
             logs.insert("epoch".into(), epoch);
         }
         self.state.push_log(&logs);
-        self.callbacks.call(|cb| cb.on_log(&self.args, &self.state, &mut self.control, &logs))
+        self.callbacks
+            .call(|cb| cb.on_log(&self.args, &self.state, &mut self.control, &logs))
     }
 
     /// The final train metrics, logged and returned (HF's end of `train`).
-    fn finish_training(&mut self, start: Instant, plan: &TrainingPlan, mut losses: LossWindow) -> Result<TrainOutput> {
+    fn finish_training(
+        &mut self,
+        start: Instant,
+        plan: &TrainingPlan,
+        mut losses: LossWindow,
+    ) -> Result<TrainOutput> {
         losses.total += losses.sum;
         let steps = (self.state.global_step as f64).max(0.001);
         let training_loss = losses.total / steps;
@@ -315,7 +358,8 @@ impl<M: Model> Trainer<M> {
         if let Some(epoch) = self.state.epoch {
             metrics.insert("epoch".into(), epoch);
         }
-        self.callbacks.call(|cb| cb.on_train_end(&self.args, &self.state, &mut self.control))?;
+        self.callbacks
+            .call(|cb| cb.on_train_end(&self.args, &self.state, &mut self.control))?;
         Ok(TrainOutput {
             global_step: self.state.global_step,
             training_loss,
@@ -325,10 +369,13 @@ impl<M: Model> Trainer<M> {
 
     fn train_loader(&self) -> Result<DataLoader> {
         let dataset = self.train_dataset.clone().ok_or_else(|| {
-            Error::Usage("train() needs a training data set: Trainer::with_train_dataset(...)".into())
+            Error::Usage(
+                "train() needs a training data set: Trainer::with_train_dataset(...)".into(),
+            )
         })?;
         let seed = self.args.data_seed.unwrap_or(self.args.seed);
-        Ok(self.loader(dataset, self.args.per_device_train_batch_size)
+        Ok(self
+            .loader(dataset, self.args.per_device_train_batch_size)
             .shuffled(seed)
             .drop_last(self.args.dataloader_drop_last))
     }
@@ -362,7 +409,9 @@ impl<M: Model> Trainer<M> {
             epoch: Some(0.0),
             max_steps: plan.max_steps,
             logging_steps,
-            eval_steps: args.eval_steps.map_or(logging_steps, |s| plan.resolve_steps(s)),
+            eval_steps: args
+                .eval_steps
+                .map_or(logging_steps, |s| plan.resolve_steps(s)),
             save_steps: plan.resolve_steps(args.save_steps),
             train_batch_size: args.per_device_train_batch_size,
             num_train_epochs: plan.num_epochs,
@@ -376,7 +425,11 @@ impl<M: Model> Trainer<M> {
     /// The value of `metric_for_best_model` (with HF's `eval_` prefix rule) in `metrics`.
     fn metric_for_best(&self, metrics: &Metrics) -> Result<f64> {
         let name = self.args.metric_for_best_model.as_deref().unwrap_or("loss");
-        let key = if name.starts_with("eval_") { name.to_string() } else { format!("eval_{name}") };
+        let key = if name.starts_with("eval_") {
+            name.to_string()
+        } else {
+            format!("eval_{name}")
+        };
         metrics.get(&key).copied().ok_or_else(|| {
             Error::Usage(format!(
                 "metric_for_best_model is `{name}`, but the evaluation reported only: {}; \
@@ -395,7 +448,13 @@ impl<M: Model> Trainer<M> {
         let greater = self.args.greater_is_better.unwrap_or(false);
         let better = match self.state.best_metric {
             None => true,
-            Some(best) => if greater { value > best } else { value < best },
+            Some(best) => {
+                if greater {
+                    value > best
+                } else {
+                    value < best
+                }
+            }
         };
         if better {
             self.state.best_metric = Some(value);

@@ -109,7 +109,11 @@ pub struct TrainingPlan {
 
 impl TrainingPlan {
     /// The plan for `batches_per_epoch` micro-batches per epoch.
-    pub fn new(args: &TrainingArguments, batches_per_epoch: usize, world_size: usize) -> Result<Self> {
+    pub fn new(
+        args: &TrainingArguments,
+        batches_per_epoch: usize,
+        world_size: usize,
+    ) -> Result<Self> {
         if batches_per_epoch == 0 {
             return Err(Error::Usage(
                 "the training data gives no batch: it is empty, or smaller than the batch size with dataloader_drop_last"
