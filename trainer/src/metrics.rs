@@ -123,11 +123,16 @@ pub fn format_metrics_block(split: &str, metrics: &Metrics) -> String {
 fn format_metric(key: &str, value: f64) -> String {
     if key.contains("_mem_") {
         format!("{}MB", (value as i64) >> 20)
-    } else if key.ends_with("_runtime") {
-        let hours = (value / 3600.0).floor();
-        let minutes = ((value - hours * 3600.0) / 60.0).floor();
-        let seconds = value - hours * 3600.0 - minutes * 60.0;
-        format!("{}:{:02}:{:05.2}", hours as u64, minutes as u64, seconds)
+    } else if key.contains("_runtime") {
+        // HF's `_secs2timedelta` truncates to hundredths: 59.999 s is `0:00:59.99`.
+        let whole = value.max(0.0).trunc() as u64;
+        let hundredths = ((value - value.trunc()) * 100.0) as u64;
+        format!(
+            "{}:{:02}:{:02}.{hundredths:02}",
+            whole / 3600,
+            (whole / 60) % 60,
+            whole % 60
+        )
     } else if key == "total_flos" {
         format!("{}GF", (value as u64) >> 30)
     } else {

@@ -107,7 +107,7 @@ impl VecDataset {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut samples = self.samples;
         samples.shuffle(&mut rng);
-        let n_test = ((samples.len() as f64) * test_fraction).round() as usize;
+        let n_test = ((samples.len() as f64) * test_fraction).ceil() as usize;
         let train = samples.split_off(n_test);
         (VecDataset::new(train), VecDataset::new(samples))
     }

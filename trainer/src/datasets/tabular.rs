@@ -104,6 +104,7 @@ fn rows_of(values: impl Iterator<Item = f64>, ncols: usize) -> Vec<Vec<f32>> {
 }
 
 fn feature_stats(data: &VecDataset, n: usize) -> (Vec<f32>, Vec<f32>) {
+    // Sums in f64: a feature like density (0.997 +- 0.002) loses its mean in f32.
     let rows: Vec<&Vec<f32>> = data
         .samples()
         .iter()
@@ -112,17 +113,21 @@ fn feature_stats(data: &VecDataset, n: usize) -> (Vec<f32>, Vec<f32>) {
             _ => None,
         })
         .collect();
-    let count = rows.len().max(1) as f32;
-    let mean: Vec<f32> = (0..n)
-        .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / count)
+    let count = rows.len().max(1) as f64;
+    let mean: Vec<f64> = (0..n)
+        .map(|j| rows.iter().map(|r| f64::from(r[j])).sum::<f64>() / count)
         .collect();
     let std: Vec<f32> = (0..n)
         .map(|j| {
-            let var = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f32>() / count;
-            var.sqrt().max(1e-6)
+            let var = rows
+                .iter()
+                .map(|r| (f64::from(r[j]) - mean[j]).powi(2))
+                .sum::<f64>()
+                / count;
+            var.sqrt().max(1e-6) as f32
         })
         .collect();
-    (mean, std)
+    (mean.into_iter().map(|m| m as f32).collect(), std)
 }
 
 fn standardise(data: VecDataset, mean: &[f32], std: &[f32]) -> VecDataset {

@@ -13,11 +13,11 @@ mod lion;
 mod params;
 mod sgd;
 
-pub use adamw::AdamW;
+pub use adamw::{AdamW, AdamWConfig};
 pub use grads::Gradients;
-pub use lion::Lion;
+pub use lion::{Lion, LionConfig};
 pub use params::{is_no_decay, Parameter, Parameters};
-pub use sgd::Sgd;
+pub use sgd::{Sgd, SgdConfig};
 
 use std::collections::BTreeMap;
 

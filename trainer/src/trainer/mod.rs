@@ -64,6 +64,10 @@ impl<M: Model> Trainer<M> {
     /// callbacks and hooks.
     pub fn new(mut args: TrainingArguments, model: M) -> Result<Self> {
         args.validate()?;
+        if args.bf16 || args.fp16 {
+            // Accepted so configs written for HF load; mixed precision comes with the CUDA build.
+            eprintln!("taper: warning: bf16/fp16 are not implemented yet; this run trains in f32");
+        }
         let params = Parameters::from_varmap(model.varmap());
         let device = params
             .iter()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds taper from source on a fresh machine: checks the Rust toolchain and
+# builds the `taper` binary in release mode (target/release/taper).
+# Later set-up steps (the Jupyter kernelspec, the test virtual environment,
+# the CUDA build environment) will join this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo was not found. Install Rust (https://rustup.rs), open a new shell, and run this script again." >&2
+  exit 1
+fi
+
+echo "==> building taper (release; the first build compiles candle and takes a few minutes)"
+cargo build --release --locked -p taper-kernel
+echo "==> built $(pwd)/target/release/taper"
+echo "    try: target/release/taper train            (the default recipe)"
+echo "         target/release/taper train --help     (recipes, data sets, every argument)"

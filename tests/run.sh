@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command of README.md: formatting, lints, then every test of the
+# workspace (unit, integration, doc tests, and `taper` run as a process).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    echo "error: cargo $1 is missing; install it with: rustup component add $2" >&2
+    exit 1
+  fi
+}
+need fmt rustfmt
+need clippy clippy
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "==> cargo test --workspace"
+cargo test --locked --workspace
