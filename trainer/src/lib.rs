@@ -27,11 +27,13 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod checkpoint;
 pub mod data;
 pub mod datasets;
 pub mod error;
 pub mod init;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod models;

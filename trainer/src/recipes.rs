@@ -83,7 +83,6 @@ impl Recipe {
                 "warmup_ratio": 0.05,
                 "logging_steps": 100,
                 "eval_strategy": "epoch",
-                "save_strategy": "no",
             }),
             _ => json!({
                 "output_dir": output_dir,
@@ -97,7 +96,6 @@ impl Recipe {
                 "logging_steps": 50,
                 "eval_strategy": "steps",
                 "eval_steps": 200,
-                "save_strategy": "no",
             }),
         }
     }

@@ -30,6 +30,26 @@ impl EarlyStoppingCallback {
 }
 
 impl TrainerCallback for EarlyStoppingCallback {
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "args": {
+                "early_stopping_patience": self.patience,
+                "early_stopping_threshold": self.threshold,
+            },
+            "attributes": { "early_stopping_patience_counter": self.patience_counter },
+        }))
+    }
+
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        let counter = state["attributes"]["early_stopping_patience_counter"]
+            .as_u64()
+            .ok_or_else(|| {
+                Error::Usage("saved EarlyStoppingCallback state has no patience counter".into())
+            })?;
+        self.patience_counter = counter as usize;
+        Ok(())
+    }
+
     fn on_train_begin(
         &mut self,
         args: &TrainingArguments,

@@ -31,6 +31,15 @@ pub trait TrainerCallback: Send {
             .unwrap_or("callback")
             .to_string()
     }
+    /// State to save with checkpoints (HF's `ExportableState`: `{"args": .., "attributes": ..}`);
+    /// `None` for callbacks that have none.
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores what [`TrainerCallback::state`] saved, when resuming.
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
     /// At the end of the Trainer's construction.
     fn on_init_end(
         &mut self,
@@ -194,10 +203,36 @@ impl CallbackHandler {
         self.callbacks.iter().map(|c| c.name()).collect()
     }
 
+    /// The saved state of every callback that has one, by name (for `stateful_callbacks`).
+    pub fn states(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.callbacks
+            .iter()
+            .filter_map(|c| c.state().map(|state| (c.name(), state)))
+            .collect()
+    }
+
+    /// Restores saved states into the callbacks of the same name; a saved
+    /// state with no matching callback is reported, not silently dropped.
+    pub fn load_states(
+        &mut self,
+        states: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        for (name, state) in states {
+            match self.callbacks.iter_mut().find(|c| &c.name() == name) {
+                Some(callback) => callback.load_state(state)?,
+                None if name == "TrainerControl" => {}
+                None => eprintln!(
+                    "taper: warning: the checkpoint has state for callback {name}, which this Trainer does not have; it is ignored"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `event` on every callback in order, stopping at the first error.
     pub fn call(
         &mut self,
-        mut event: impl FnMut(&mut dyn TrainerCallback) -> Result<()>,
+        mut event: impl FnMut(&mut (dyn TrainerCallback + 'static)) -> Result<()>,
     ) -> Result<()> {
         for callback in &mut self.callbacks {
             event(callback.as_mut())?;

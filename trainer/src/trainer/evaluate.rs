@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use super::{StepContext, Trainer};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::memory::Stage;
 use crate::metrics::{speed_metrics, EvalPrediction, Metrics};
 use crate::model::Model;
 
@@ -81,6 +82,7 @@ impl<M: Model> Trainer<M> {
 
     /// Evaluates on `dataset`, with metric names prefixed by `prefix`.
     pub fn evaluate_on(&mut self, dataset: Arc<dyn Dataset>, prefix: &str) -> Result<Metrics> {
+        self.memory.start(Stage::Eval);
         let start = Instant::now();
         let output = self.evaluation_loop(dataset, prefix, self.compute_metrics.is_none())?;
         let mut metrics = output.metrics;
@@ -90,6 +92,8 @@ impl<M: Model> Trainer<M> {
             output.num_samples,
             Some(output.num_batches),
         ));
+        self.memory
+            .stop_and_update_metrics(Stage::Eval, &mut metrics);
         self.log(metrics.clone())?;
         self.callbacks
             .call(|cb| cb.on_evaluate(&self.args, &self.state, &mut self.control, &metrics))?;
@@ -98,6 +102,7 @@ impl<M: Model> Trainer<M> {
 
     /// Predicts on `dataset`: logits, labels and `test_` metrics (HF's `predict`).
     pub fn predict(&mut self, dataset: impl Dataset + 'static) -> Result<PredictionOutput> {
+        self.memory.start(Stage::Test);
         let start = Instant::now();
         let output = self.evaluation_loop(Arc::new(dataset), "test", false)?;
         let mut metrics = output.metrics;
@@ -107,6 +112,8 @@ impl<M: Model> Trainer<M> {
             output.num_samples,
             Some(output.num_batches),
         ));
+        self.memory
+            .stop_and_update_metrics(Stage::Test, &mut metrics);
         self.callbacks
             .call(|cb| cb.on_predict(&self.args, &self.state, &mut self.control, &metrics))?;
         let prediction = output

@@ -3,12 +3,12 @@
 //! The loop in [`Trainer::train`] only counts: epochs, optimizer steps,
 //! micro-batches. Computing a step is in [`hooks`], deciding when to log,
 //! evaluate, save or stop is in the callbacks, evaluation is in `evaluate.rs`
-//! and writing files in `save.rs`. Semantics follow Hugging Face's `Trainer`:
+//! and checkpoints (saving, resuming, the best model) in `checkpointing.rs`. Semantics follow Hugging Face's `Trainer`:
 //! the same arithmetic for steps and epochs, the same logs, the same events.
 
+mod checkpointing;
 mod evaluate;
 pub mod hooks;
-mod save;
 mod state;
 
 pub use evaluate::PredictionOutput;
@@ -20,16 +20,24 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use crate::args::TrainingArguments;
+use crate::args::{IntervalStrategy, TrainingArguments};
 use crate::callbacks::{
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerCallback,
 };
 use crate::data::{CollateFn, DataLoader, Dataset};
 use crate::error::{Error, Result};
+use crate::memory::{MemoryTracker, Stage};
 use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
 use crate::model::Model;
 use crate::optim::{self, Gradients, Optimizer, Parameters};
 use crate::schedule::{warmup_steps, LrScheduler, SchedulerType};
+
+/// The callback trait as a type, so events read `Callback::on_step_end`.
+type Callback = dyn TrainerCallback;
+
+/// An event without payload: `Callback::on_train_begin`, `Callback::on_step_end`, ...
+type Event =
+    fn(&mut Callback, &TrainingArguments, &TrainerState, &mut TrainerControl) -> Result<()>;
 
 /// Trains, evaluates and predicts with a [`Model`], as HF's `Trainer` does.
 pub struct Trainer<M: Model> {
@@ -48,11 +56,12 @@ pub struct Trainer<M: Model> {
     /// The run's state: steps, epochs, logs, best metric.
     pub state: TrainerState,
     control: TrainerControl,
+    memory: MemoryTracker,
 }
 
 /// Training losses between two logs, and over the whole run (HF's `tr_loss`
 /// and `_total_loss_scalar`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct LossWindow {
     sum: f64,
     total: f64,
@@ -63,6 +72,8 @@ impl<M: Model> Trainer<M> {
     /// A Trainer for `model` with `args` (validated here), HF's default
     /// callbacks and hooks.
     pub fn new(mut args: TrainingArguments, model: M) -> Result<Self> {
+        let mut memory = MemoryTracker::new(args.skip_memory_metrics);
+        memory.start(Stage::Init);
         args.validate()?;
         if args.bf16 || args.fp16 {
             // Accepted so configs written for HF load; mixed precision comes with the CUDA build.
@@ -100,7 +111,9 @@ impl<M: Model> Trainer<M> {
                 ..TrainerState::default()
             },
             control: TrainerControl::default(),
+            memory,
         };
+        trainer.memory.stop(Stage::Init);
         trainer
             .callbacks
             .call(|cb| cb.on_init_end(&trainer.args, &trainer.state, &mut trainer.control))?;
@@ -187,53 +200,59 @@ impl<M: Model> Trainer<M> {
 
     /// Trains on the training data set; the loop of HF's `_inner_training_loop`.
     pub fn train(&mut self) -> Result<TrainOutput> {
+        self.memory.start(Stage::Train);
         let loader = self.train_loader()?;
         let plan = TrainingPlan::new(&self.args, loader.num_batches(), 1)?;
         self.create_optimizer_and_scheduler(plan.max_steps)?;
         self.start_state(&plan);
+        let resume = self.maybe_resume(&plan)?;
         let start = Instant::now();
-        let mut losses = LossWindow::default();
+        let mut losses = resume.losses;
         let mut grad_norm = None;
-        self.callbacks
-            .call(|cb| cb.on_train_begin(&self.args, &self.state, &mut self.control))?;
+        self.emit(Callback::on_train_begin)?;
 
-        for epoch in 0..plan.num_epochs {
+        for epoch in resume.epoch..plan.num_epochs {
             let order = loader.epoch_order(epoch as u64);
             self.control.should_epoch_stop = false;
-            self.callbacks
-                .call(|cb| cb.on_epoch_begin(&self.args, &self.state, &mut self.control))?;
-            for update in 0..plan.updates_per_epoch {
+            self.emit(Callback::on_epoch_begin)?;
+            // Optimizer steps of a resumed epoch that were already done are skipped unread.
+            let first_update = if epoch == resume.epoch {
+                resume.updates_done
+            } else {
+                0
+            };
+            for update in first_update..plan.updates_per_epoch {
                 let micro_batches = plan.micro_batches(update);
-                self.callbacks
-                    .call(|cb| cb.on_step_begin(&self.args, &self.state, &mut self.control))?;
+                self.emit(Callback::on_step_begin)?;
                 let mut grads =
                     self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
                 grad_norm = self.clip_gradients(&mut grads)?;
-                self.callbacks.call(|cb| {
-                    cb.on_pre_optimizer_step(&self.args, &self.state, &mut self.control)
-                })?;
+                self.emit(Callback::on_pre_optimizer_step)?;
                 self.optimizer_step(&grads)?;
-                self.callbacks
-                    .call(|cb| cb.on_optimizer_step(&self.args, &self.state, &mut self.control))?;
+                self.emit(Callback::on_optimizer_step)?;
                 self.scheduler_mut().step();
                 self.state.global_step += 1;
                 self.state.epoch =
                     Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
-                self.callbacks
-                    .call(|cb| cb.on_step_end(&self.args, &self.state, &mut self.control))?;
+                self.emit(Callback::on_step_end)?;
                 self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
                 if self.control.should_epoch_stop || self.control.should_training_stop {
                     break;
                 }
             }
-            self.callbacks
-                .call(|cb| cb.on_epoch_end(&self.args, &self.state, &mut self.control))?;
+            self.emit(Callback::on_epoch_end)?;
             self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
             if self.control.should_training_stop {
                 break;
             }
         }
         self.finish_training(start, &plan, losses)
+    }
+
+    /// Calls one event (`Callback::on_...`) on every callback.
+    fn emit(&mut self, event: Event) -> Result<()> {
+        self.callbacks
+            .call(|cb| event(cb, &self.args, &self.state, &mut self.control))
     }
 
     /// Runs the micro-batches of one optimizer step and sums their gradients.
@@ -259,6 +278,13 @@ impl<M: Model> Trainer<M> {
             let (loss, step_grads) =
                 self.hooks
                     .training_step(&self.model, &self.params, &batch, &ctx)?;
+            if !loss.is_finite() {
+                eprintln!(
+                    "taper: warning: non-finite loss ({loss}) at step {} (micro-batch {index} of the epoch){}",
+                    self.state.global_step + 1,
+                    if self.args.logging_nan_inf_filter { "; logging_nan_inf_filter keeps it out of the logged loss" } else { "" }
+                );
+            }
             losses.add(
                 loss,
                 self.args.logging_nan_inf_filter,
@@ -266,8 +292,7 @@ impl<M: Model> Trainer<M> {
             );
             grads.accumulate(step_grads)?;
             if index != last {
-                self.callbacks
-                    .call(|cb| cb.on_substep_end(&self.args, &self.state, &mut self.control))?;
+                self.emit(Callback::on_substep_end)?;
             }
         }
         Ok(grads)
@@ -317,7 +342,10 @@ impl<M: Model> Trainer<M> {
         if self.control.should_evaluate {
             self.control.should_evaluate = false;
             let metrics = self.evaluate()?;
-            self.update_best_metric(&metrics)?;
+            let is_new_best = self.update_best_metric(&metrics)?;
+            if self.args.save_strategy == IntervalStrategy::Best {
+                self.control.should_save = is_new_best;
+            }
             if self.scheduler.as_ref().map(LrScheduler::kind)
                 == Some(SchedulerType::ReduceLrOnPlateau)
             {
@@ -327,9 +355,8 @@ impl<M: Model> Trainer<M> {
         }
         if self.control.should_save {
             self.control.should_save = false;
-            self.save_checkpoint()?;
-            self.callbacks
-                .call(|cb| cb.on_save(&self.args, &self.state, &mut self.control))?;
+            self.save_checkpoint(losses)?;
+            self.emit(Callback::on_save)?;
         }
         Ok(())
     }
@@ -358,12 +385,17 @@ impl<M: Model> Trainer<M> {
         let mut metrics = speed_metrics("train", start, num_samples, Some(self.state.max_steps));
         metrics.insert("total_flos".into(), self.state.total_flos);
         metrics.insert("train_loss".into(), training_loss);
+        self.memory
+            .stop_and_update_metrics(Stage::Train, &mut metrics);
+        if self.args.load_best_model_at_end {
+            self.load_best_model()?;
+        }
         self.log(metrics.clone())?;
         if let Some(epoch) = self.state.epoch {
             metrics.insert("epoch".into(), epoch);
         }
-        self.callbacks
-            .call(|cb| cb.on_train_end(&self.args, &self.state, &mut self.control))?;
+        self.drop_last_checkpoints_if_limit_is_one()?;
+        self.emit(Callback::on_train_end)?;
         Ok(TrainOutput {
             global_step: self.state.global_step,
             training_loss,
@@ -443,10 +475,11 @@ impl<M: Model> Trainer<M> {
         })
     }
 
-    /// Tracks `best_metric` and `best_global_step` (HF's `_determine_best_metric`).
-    fn update_best_metric(&mut self, metrics: &Metrics) -> Result<()> {
+    /// Tracks `best_metric` and `best_global_step` (HF's `_determine_best_metric`);
+    /// true when `metrics` holds a new best.
+    fn update_best_metric(&mut self, metrics: &Metrics) -> Result<bool> {
         if self.args.metric_for_best_model.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let value = self.metric_for_best(metrics)?;
         let greater = self.args.greater_is_better.unwrap_or(false);
@@ -463,6 +496,25 @@ impl<M: Model> Trainer<M> {
         if better {
             self.state.best_metric = Some(value);
             self.state.best_global_step = Some(self.state.global_step);
+        }
+        Ok(better)
+    }
+
+    /// HF's end of training with `save_total_limit` 1: only the best
+    /// checkpoint stays (rotation kept the newest too, for resuming).
+    fn drop_last_checkpoints_if_limit_is_one(&self) -> Result<()> {
+        let Some(best) = &self.state.best_model_checkpoint else {
+            return Ok(());
+        };
+        if self.args.save_total_limit != Some(1) {
+            return Ok(());
+        }
+        for dir in
+            crate::checkpoint::sorted_checkpoints(std::path::Path::new(&self.args.output_dir))?
+        {
+            if dir != std::path::Path::new(best) {
+                std::fs::remove_dir_all(dir)?;
+            }
         }
         Ok(())
     }
