@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command of README.md: formatting, lints, then every test of the
-# workspace (unit, integration, doc tests, and `taper` run as a process).
+# The test command of README.md: formatting, lints, every test of the
+# workspace (unit, integration, doc tests, `taper` run as a process), then
+# the Python tests that read taper's files with real Python tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ need() {
 }
 need fmt rustfmt
 need clippy clippy
+bash install/test-env.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,3 +21,5 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test --workspace"
 cargo test --locked --workspace
+echo "==> pytest tests/python (against target/debug/taper)"
+TAPER_BIN=target/debug/taper .venv/bin/python -m pytest -q tests/python

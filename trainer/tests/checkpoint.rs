@@ -424,3 +424,37 @@ fn damaged_checkpoints_are_named_and_skipped() {
         .to_string();
     assert!(err.contains("no usable checkpoint"), "{err}");
 }
+
+#[test]
+fn ignore_data_skip_restarts_the_epoch_instead_of_skipping() {
+    // 1279 samples / 128 = 10 batches an epoch; resume at 5, in the middle of epoch 0.
+    let common = [
+        "--max_steps",
+        "8",
+        "--per_device_train_batch_size",
+        "128",
+        "--save_steps",
+        "5",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = trainer(args(dir.path(), &common));
+    full.train().unwrap();
+    let resume = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut a = args(out.path(), &[&common[..], extra].concat());
+        a.resume_from_checkpoint = Some(dir.path().join("checkpoint-5").display().to_string());
+        let mut t = trainer(a);
+        t.train().unwrap();
+        weights(t.model())
+    };
+    assert_eq!(
+        resume(&[]),
+        weights(full.model()),
+        "skipping seen batches repeats the run"
+    );
+    assert_ne!(
+        resume(&["--ignore_data_skip"]),
+        weights(full.model()),
+        "re-reading epoch 0 from its start differs"
+    );
+}

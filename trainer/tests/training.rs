@@ -574,3 +574,51 @@ fn training_without_data_names_the_fix() {
         .to_string();
     assert!(err.contains("with_train_dataset"), "{err}");
 }
+
+/// A loss whose value is NaN at the third micro-batch while its gradient
+/// stays finite (the NaN is a detached constant added to it).
+fn nan_at_third_call(
+) -> impl Fn(&Mlp, &Batch, &ModelOutput) -> taper::Result<Tensor> + Send + 'static {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    move |_model, _batch, output| {
+        let loss = output.loss.clone().unwrap();
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+            return Ok(((loss.detach() * f64::NAN)? + &loss)?);
+        }
+        Ok(loss)
+    }
+}
+
+#[test]
+fn logging_nan_inf_filter_keeps_a_non_finite_loss_out_of_the_log() {
+    let run = |filter: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, train, _) = iris_mlp(8);
+        let a = args(
+            &dir,
+            &[
+                "--max_steps",
+                "4",
+                "--logging_steps",
+                "4",
+                "--save_strategy",
+                "no",
+                "--disable_tqdm",
+                "--logging_nan_inf_filter",
+                filter,
+            ],
+        );
+        let mut trainer = Trainer::new(a, model)
+            .unwrap()
+            .with_train_dataset(train)
+            .with_compute_loss(nan_at_third_call());
+        trainer.train().unwrap();
+        trainer.state.log_history[0]["loss"].clone()
+    };
+    let filtered = run("true");
+    assert!(filtered.as_f64().is_some_and(f64::is_finite), "{filtered}");
+    assert!(
+        run("false").is_null(),
+        "without the filter the NaN is logged (null in JSON)"
+    );
+}
