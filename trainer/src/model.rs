@@ -20,6 +20,17 @@ pub struct ModelOutput {
     pub loss: Option<Tensor>,
 }
 
+impl ModelOutput {
+    /// Logits of a classifier or language model, with the mean cross-entropy
+    /// against `labels` (ignoring `-100`) when there are labels.
+    pub fn with_cross_entropy(logits: Tensor, labels: Option<&Tensor>) -> Result<Self> {
+        let loss = labels
+            .map(|labels| crate::loss::cross_entropy(&logits, labels, 0.0))
+            .transpose()?;
+        Ok(Self { logits, loss })
+    }
+}
+
 /// A model the Trainer can train, evaluate and predict with.
 pub trait Model {
     /// Runs the model on `batch`; `train` is true during training (dropout on).

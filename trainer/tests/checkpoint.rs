@@ -2,6 +2,8 @@
 //! best, exact resume (with early-stopping state), the best model at the end,
 //! and clear errors for damaged checkpoints.
 
+mod common;
+use common::weights;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -52,24 +54,6 @@ fn steps(dir: &Path) -> Vec<usize> {
         .iter()
         .map(|p| checkpoint::checkpoint_step(p).unwrap())
         .collect()
-}
-
-fn weights(model: &impl Model) -> Vec<(String, Vec<f32>)> {
-    let mut vars: Vec<(String, Vec<f32>)> = model
-        .varmap()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.clone(),
-                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-        })
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
 }
 
 fn read_json(path: PathBuf) -> serde_json::Value {

@@ -2,6 +2,8 @@
 //! gradient accumulation and clipping keep their HF meaning, and custom
 //! models, data sets and losses plug in.
 
+mod common;
+use common::weights;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -32,24 +34,6 @@ fn iris_mlp(seed: u64) -> (Mlp, VecDataset, VecDataset) {
         data.train,
         data.test,
     )
-}
-
-fn weights(model: &impl Model) -> Vec<(String, Vec<f32>)> {
-    let mut vars: Vec<(String, Vec<f32>)> = model
-        .varmap()
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(name, var)| {
-            (
-                name.clone(),
-                var.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
-            )
-        })
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
 }
 
 /// The default `taper train` recipe: an MLP on the real wine-quality data.

@@ -14,7 +14,6 @@ use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy;
 use crate::model::{Model, ModelOutput};
 
 /// The shape of a [`Gpt`].
@@ -191,12 +190,7 @@ fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
 
 impl Model for Gpt {
     fn forward(&self, batch: &Batch, _train: bool) -> Result<ModelOutput> {
-        let logits = self.logits(&batch.inputs)?;
-        let loss = match &batch.labels {
-            Some(labels) => Some(cross_entropy(&logits, labels, 0.0)?),
-            None => None,
-        };
-        Ok(ModelOutput { logits, loss })
+        ModelOutput::with_cross_entropy(self.logits(&batch.inputs)?, batch.labels.as_ref())
     }
 
     fn varmap(&self) -> &VarMap {

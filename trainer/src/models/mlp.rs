@@ -5,7 +5,6 @@ use candle_nn::{Linear, VarMap};
 
 use crate::data::Batch;
 use crate::error::Result;
-use crate::loss::cross_entropy;
 use crate::model::{Model, ModelOutput};
 
 /// The shape of an [`Mlp`].
@@ -55,12 +54,7 @@ impl Mlp {
 
 impl Model for Mlp {
     fn forward(&self, batch: &Batch, _train: bool) -> Result<ModelOutput> {
-        let logits = self.logits(&batch.inputs)?;
-        let loss = match &batch.labels {
-            Some(labels) => Some(cross_entropy(&logits, labels, 0.0)?),
-            None => None,
-        };
-        Ok(ModelOutput { logits, loss })
+        ModelOutput::with_cross_entropy(self.logits(&batch.inputs)?, batch.labels.as_ref())
     }
 
     fn varmap(&self) -> &VarMap {
