@@ -1,9 +1,10 @@
 //! `taper`: the command-line front door.
 //!
-//! Today it has one subcommand, `taper train`, which runs a built-in recipe
-//! with Hugging Face style arguments. The Jupyter kernel, the REPL, the
-//! installer and the launcher join it as subcommands of their own.
+//! `taper train` runs a built-in recipe with Hugging Face style arguments;
+//! `taper launch` starts one process per device as torchrun does. The
+//! Jupyter kernel, the REPL and the installer join them as subcommands.
 
+mod launch;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -25,15 +26,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a program once per device, with torchrun's environment (RANK, WORLD_SIZE, ...).
+    Launch(launch::LaunchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { args } => train::run(&args),
+        Command::Train { args } => train::run(&args).map(|()| 0),
+        Command::Launch(args) => launch::run(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)
