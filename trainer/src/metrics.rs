@@ -64,6 +64,25 @@ pub fn accuracy(prediction: &EvalPrediction) -> Result<Metrics> {
     Ok(metrics)
 }
 
+/// The value of `metric_for_best_model` (default `loss`) in evaluation
+/// `metrics`, with HF's rule that a name without the `eval_` prefix gets it.
+/// The error lists the metrics there are.
+pub fn metric_for_best(metric_for_best_model: Option<&str>, metrics: &Metrics) -> Result<f64> {
+    let name = metric_for_best_model.unwrap_or("loss");
+    let key = if name.starts_with("eval_") {
+        name.to_string()
+    } else {
+        format!("eval_{name}")
+    };
+    metrics.get(&key).copied().ok_or_else(|| {
+        Error::Usage(format!(
+            "metric_for_best_model is `{name}`, but the evaluation reported only: {}; \
+             pick one of those or add it in compute_metrics",
+            metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
 /// HF's `speed_metrics`: `{split}_runtime`, `{split}_samples_per_second` and,
 /// given steps, `{split}_steps_per_second`.
 pub fn speed_metrics(

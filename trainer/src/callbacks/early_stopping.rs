@@ -77,18 +77,8 @@ impl TrainerCallback for EarlyStoppingCallback {
         control: &mut TrainerControl,
         metrics: &Metrics,
     ) -> Result<()> {
-        let name = args.metric_for_best_model.as_deref().unwrap_or("loss");
-        let key = if name.starts_with("eval_") {
-            name.to_string()
-        } else {
-            format!("eval_{name}")
-        };
-        let Some(&value) = metrics.get(&key) else {
-            return Err(Error::Usage(format!(
-                "early stopping watches `{key}`, but the evaluation reported only: {}",
-                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        };
+        let value =
+            crate::metrics::metric_for_best(args.metric_for_best_model.as_deref(), metrics)?;
         let greater_is_better = args.greater_is_better.unwrap_or(false);
         let improved = match state.best_metric {
             None => true,

@@ -458,21 +458,9 @@ impl<M: Model> Trainer<M> {
         self.control = TrainerControl::default();
     }
 
-    /// The value of `metric_for_best_model` (with HF's `eval_` prefix rule) in `metrics`.
+    /// The value of `metric_for_best_model` in `metrics`.
     fn metric_for_best(&self, metrics: &Metrics) -> Result<f64> {
-        let name = self.args.metric_for_best_model.as_deref().unwrap_or("loss");
-        let key = if name.starts_with("eval_") {
-            name.to_string()
-        } else {
-            format!("eval_{name}")
-        };
-        metrics.get(&key).copied().ok_or_else(|| {
-            Error::Usage(format!(
-                "metric_for_best_model is `{name}`, but the evaluation reported only: {}; \
-                 pick one of those or add it in compute_metrics",
-                metrics.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
+        crate::metrics::metric_for_best(self.args.metric_for_best_model.as_deref(), metrics)
     }
 
     /// Tracks `best_metric` and `best_global_step` (HF's `_determine_best_metric`);
