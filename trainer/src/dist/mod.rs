@@ -1,0 +1,109 @@
+//! Distributed training: the environment a launcher sets, and the
+//! rendezvous store the ranks meet through.
+//!
+//! The environment follows torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
+//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`), falls back to SLURM's
+//! variables, and is a world of one when nothing is set (a notebook, a plain
+//! `taper train`). Collectives and the data-parallel Trainer build on these.
+
+mod store;
+
+pub use store::TcpStore;
+
+use crate::error::{Error, Result};
+
+/// Where this process stands in the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistEnv {
+    /// Index of this process in the world.
+    pub rank: usize,
+    /// Index of this process on its node (picks the GPU).
+    pub local_rank: usize,
+    /// Processes in the world.
+    pub world_size: usize,
+    /// Processes on this node.
+    pub local_world_size: usize,
+    /// Host of rank 0, where the rendezvous store listens.
+    pub master_addr: String,
+    /// Port of the rendezvous store.
+    pub master_port: u16,
+}
+
+impl DistEnv {
+    /// A world of one on this machine (what a notebook emulates).
+    pub fn single(master_port: u16) -> Self {
+        Self {
+            rank: 0,
+            local_rank: 0,
+            world_size: 1,
+            local_world_size: 1,
+            master_addr: "127.0.0.1".into(),
+            master_port,
+        }
+    }
+
+    /// Reads the environment: torchrun's variables, else SLURM's, else a world of one.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`DistEnv::from_env`] over any source of variables (tests pass a map).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let number = |name: &str| -> Result<Option<usize>> {
+            var(name)
+                .map(|v| {
+                    v.trim().parse().map_err(|_| {
+                        Error::Config(format!(
+                            "environment variable {name}={v} is not a whole number"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let (rank, local_rank, world_size, local_world_size) = if var("RANK").is_some() {
+            let world = number("WORLD_SIZE")?.ok_or_else(|| {
+                Error::Config(
+                    "RANK is set but WORLD_SIZE is not; start the job with `taper launch`".into(),
+                )
+            })?;
+            let rank = number("RANK")?.expect("checked");
+            (
+                rank,
+                number("LOCAL_RANK")?.unwrap_or(rank),
+                world,
+                number("LOCAL_WORLD_SIZE")?.unwrap_or(world),
+            )
+        } else if var("SLURM_PROCID").is_some() {
+            let world = number("SLURM_NTASKS")?.unwrap_or(1);
+            let rank = number("SLURM_PROCID")?.expect("checked");
+            (
+                rank,
+                number("SLURM_LOCALID")?.unwrap_or(0),
+                world,
+                number("SLURM_NTASKS_PER_NODE")?.unwrap_or(world),
+            )
+        } else {
+            (0, 0, 1, 1)
+        };
+        if rank >= world_size || local_rank >= local_world_size {
+            return Err(Error::Config(format!(
+                "rank {rank} (local {local_rank}) is out of range for a world of {world_size} ({local_world_size} per node)"
+            )));
+        }
+        let master_port = match var("MASTER_PORT") {
+            Some(p) => p
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("MASTER_PORT={p} is not a port number")))?,
+            None => 29500,
+        };
+        Ok(Self {
+            rank,
+            local_rank,
+            world_size,
+            local_world_size,
+            master_addr: var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
+            master_port,
+        })
+    }
+}
