@@ -55,10 +55,13 @@ pub fn run(args: &[String]) -> Result<()> {
         None => None,
     };
     let args = recipe.arguments(config, &rest)?;
-    println!(
-        "taper train: {} on {} (output_dir {})",
-        recipe.model, recipe.dataset, args.output_dir
-    );
+    let env = taper::dist::DistEnv::from_env()?;
+    if env.rank == 0 {
+        println!(
+            "taper train: {} on {} (output_dir {}, world size {})",
+            recipe.model, recipe.dataset, args.output_dir, env.world_size
+        );
+    }
     recipe.run(args)?;
     Ok(())
 }

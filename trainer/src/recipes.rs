@@ -159,9 +159,11 @@ impl Recipe {
                 )?
             }
         };
-        print!("{}", format_metrics_block("train", &train_metrics));
-        print!("{}", format_metrics_block("eval", &eval_metrics));
-        println!("model and metrics written to {}", output_dir.display());
+        if crate::dist::process_group()?.0.rank == 0 {
+            print!("{}", format_metrics_block("train", &train_metrics));
+            print!("{}", format_metrics_block("eval", &eval_metrics));
+            println!("model and metrics written to {}", output_dir.display());
+        }
         Ok((train_metrics, eval_metrics))
     }
 
@@ -220,10 +222,12 @@ fn run_trainer<M: crate::model::Model>(
         .with_compute_metrics(accuracy);
     let output = trainer.train()?;
     let eval_metrics = trainer.evaluate()?;
-    let dir = std::path::PathBuf::from(&trainer.args().output_dir);
-    trainer.save_model(None)?;
-    trainer.save_state(&dir)?;
-    save_metrics(&dir, "train", &output.metrics)?;
-    save_metrics(&dir, "eval", &eval_metrics)?;
+    if trainer.is_world_process_zero() {
+        let dir = std::path::PathBuf::from(&trainer.args().output_dir);
+        trainer.save_model(None)?;
+        trainer.save_state(&dir)?;
+        save_metrics(&dir, "train", &output.metrics)?;
+        save_metrics(&dir, "eval", &eval_metrics)?;
+    }
     Ok((output.metrics, eval_metrics))
 }

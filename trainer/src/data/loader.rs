@@ -17,6 +17,19 @@ use crate::error::Result;
 /// Turns samples into a batch on a device.
 pub type CollateFn = dyn Fn(&[Sample], &Device) -> Result<Batch> + Send + Sync;
 
+/// How a data set is split among the ranks of a data-parallel job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharding {
+    /// Training, as torch's `DistributedSampler`: the epoch's order padded
+    /// (repeating its start) to a multiple of the world, rank `r` taking every
+    /// `world`-th sample from `r`. Step `i` of all ranks together then covers
+    /// the samples step `i` of one process with `world` times the batch covers.
+    Strided,
+    /// Evaluation: consecutive, unpadded chunks, so gathering them in rank
+    /// order gives back the data set's order.
+    Contiguous,
+}
+
 /// Batches of a data set, in a seeded order.
 #[derive(Clone)]
 pub struct DataLoader {
@@ -27,6 +40,7 @@ pub struct DataLoader {
     seed: u64,
     collate: Arc<CollateFn>,
     device: Device,
+    shard: Option<(usize, usize, Sharding)>,
 }
 
 impl DataLoader {
@@ -40,6 +54,28 @@ impl DataLoader {
             seed: 0,
             collate: Arc::new(default_collate),
             device: Device::Cpu,
+            shard: None,
+        }
+    }
+
+    /// Keeps rank `rank`'s share of a world of `world_size` (see [`Sharding`]).
+    pub fn sharded(mut self, rank: usize, world_size: usize, sharding: Sharding) -> Self {
+        if world_size > 1 {
+            self.shard = Some((rank, world_size, sharding));
+        }
+        self
+    }
+
+    /// The number of samples this rank sees in an epoch, before batching.
+    fn shard_len(&self) -> usize {
+        let n = self.dataset.len();
+        match self.shard {
+            None => n,
+            Some((_, world, Sharding::Strided)) => n.div_ceil(world),
+            Some((rank, world, Sharding::Contiguous)) => {
+                let chunk = n.div_ceil(world);
+                n.saturating_sub(rank * chunk).min(chunk)
+            }
         }
     }
 
@@ -70,7 +106,7 @@ impl DataLoader {
 
     /// The number of batches in an epoch.
     pub fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.shard_len();
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -83,11 +119,11 @@ impl DataLoader {
         if self.drop_last {
             self.num_batches() * self.batch_size
         } else {
-            self.dataset.len()
+            self.shard_len()
         }
     }
 
-    /// The sample order of `epoch`.
+    /// The sample order of `epoch` (this rank's share of it when sharded).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.shuffle {
@@ -95,7 +131,24 @@ impl DataLoader {
             rng.set_stream(epoch);
             order.shuffle(&mut rng);
         }
-        order
+        match self.shard {
+            None => order,
+            Some((rank, world, Sharding::Strided)) => {
+                let total = order.len().div_ceil(world) * world;
+                let padding: Vec<usize> = order
+                    .iter()
+                    .cycle()
+                    .take(total - order.len())
+                    .copied()
+                    .collect();
+                order.extend(padding);
+                order.into_iter().skip(rank).step_by(world).collect()
+            }
+            Some((rank, world, Sharding::Contiguous)) => {
+                let chunk = order.len().div_ceil(world);
+                order.into_iter().skip(rank * chunk).take(chunk).collect()
+            }
+        }
     }
 
     /// Batch `index` of an epoch whose order is `order`.

@@ -8,7 +8,7 @@
 
 mod loader;
 
-pub use loader::{CollateFn, DataLoader};
+pub use loader::{CollateFn, DataLoader, Sharding};
 
 use candle_core::{Device, Tensor};
 

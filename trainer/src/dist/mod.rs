@@ -6,8 +6,10 @@
 //! variables, and is a world of one when nothing is set (a notebook, a plain
 //! `taper train`). Collectives and the data-parallel Trainer build on these.
 
+mod collective;
 mod store;
 
+pub use collective::{Collective, ReduceOp, SingleProcess, TcpCollective};
 pub use store::TcpStore;
 
 use crate::error::{Error, Result};
@@ -106,4 +108,38 @@ impl DistEnv {
             master_port,
         })
     }
+}
+
+/// How long ranks wait for each other (to join, to answer), as torch's default.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// This process's place in the job and its collectives, set up once per
+/// process from the environment (a second Trainer reuses them: the store's
+/// port can only be bound once).
+pub fn process_group() -> Result<(DistEnv, std::sync::Arc<dyn Collective>)> {
+    static GROUP: std::sync::OnceLock<(DistEnv, std::sync::Arc<dyn Collective>)> =
+        std::sync::OnceLock::new();
+    if let Some(group) = GROUP.get() {
+        return Ok(group.clone());
+    }
+    let env = DistEnv::from_env()?;
+    let collective: std::sync::Arc<dyn Collective> = connect(&env)?.into();
+    Ok(GROUP.get_or_init(|| (env, collective)).clone())
+}
+
+/// The collective backend for `env`: nothing to do in a world of one, TCP
+/// between CPU processes otherwise (`TAPER_DIST_TIMEOUT` overrides the wait, in seconds).
+pub fn connect(env: &DistEnv) -> Result<Box<dyn Collective>> {
+    if env.world_size == 1 {
+        return Ok(Box::new(SingleProcess));
+    }
+    let timeout = match std::env::var("TAPER_DIST_TIMEOUT") {
+        Ok(v) => std::time::Duration::from_secs_f64(v.parse().map_err(|_| {
+            Error::Config(format!("TAPER_DIST_TIMEOUT={v} is not a number of seconds"))
+        })?),
+        Err(_) => DEFAULT_TIMEOUT,
+    };
+    let store = TcpStore::connect(env, timeout)?;
+    store.barrier("join")?;
+    Ok(Box::new(TcpCollective::connect(env, &store, timeout)?))
 }

@@ -83,7 +83,7 @@ impl<M: Model> Trainer<M> {
             .state();
         let loop_state = serde_json::to_value(LoopState {
             losses: losses.clone(),
-            world_size: 1,
+            world_size: self.dist.world_size,
         })?;
         checkpoint::write_atomically(&dir, |tmp| {
             self.model.varmap().save(tmp.join(WEIGHTS_NAME))?;
@@ -222,9 +222,12 @@ impl<M: Model> Trainer<M> {
         .filter(|key| saved_args[**key] != now[**key])
         .map(|key| format!("{key} {} (checkpoint: {})", now[*key], saved_args[*key]))
         .collect();
-        let world = loop_state["world_size"].as_u64().unwrap_or(1);
-        if world != 1 {
-            changed.push(format!("world size 1 (checkpoint: {world})"));
+        let world = loop_state["world_size"].as_u64().unwrap_or(1) as usize;
+        if world != self.dist.world_size {
+            changed.push(format!(
+                "world size {} (checkpoint: {world})",
+                self.dist.world_size
+            ));
         }
         if !changed.is_empty() {
             eprintln!(

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::{StepContext, Trainer};
-use crate::data::Dataset;
+use crate::data::{Dataset, Sharding};
 use crate::error::{Error, Result};
 use crate::memory::Stage;
 use crate::metrics::{speed_metrics, EvalPrediction, Metrics};
@@ -132,7 +132,9 @@ impl<M: Model> Trainer<M> {
         prefix: &str,
         loss_only: bool,
     ) -> Result<LoopOutput> {
-        let loader = self.loader(dataset, self.args.per_device_eval_batch_size);
+        let loader = self
+            .loader(dataset, self.args.per_device_eval_batch_size)
+            .sharded(self.dist.rank, self.dist.world_size, Sharding::Contiguous);
         let ctx = StepContext {
             num_micro_batches: 1,
             label_smoothing_factor: self.args.label_smoothing_factor,
@@ -164,7 +166,10 @@ impl<M: Model> Trainer<M> {
             self.callbacks
                 .call(|cb| cb.on_prediction_step(&self.args, &self.state, &mut self.control))?;
         }
-        let prediction = gathered.concat()?;
+        let prediction = self.gather_prediction(gathered.concat()?)?;
+        let totals = self.sum_over_ranks(&[loss_sum, loss_count as f64, num_samples as f64])?;
+        let (loss_sum, loss_count, num_samples) =
+            (totals[0], totals[1] as usize, totals[2] as usize);
         let mut metrics = Metrics::new();
         if loss_count > 0 {
             metrics.insert(format!("{prefix}_loss"), loss_sum / loss_count as f64);

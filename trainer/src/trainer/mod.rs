@@ -7,6 +7,7 @@
 //! the same arithmetic for steps and epochs, the same logs, the same events.
 
 mod checkpointing;
+mod distributed;
 mod evaluate;
 pub mod hooks;
 mod state;
@@ -24,7 +25,8 @@ use crate::args::{IntervalStrategy, TrainingArguments};
 use crate::callbacks::{
     CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerCallback,
 };
-use crate::data::{CollateFn, DataLoader, Dataset};
+use crate::data::{CollateFn, DataLoader, Dataset, Sharding};
+use crate::dist::{Collective, DistEnv};
 use crate::error::{Error, Result};
 use crate::memory::{MemoryTracker, Stage};
 use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
@@ -57,6 +59,8 @@ pub struct Trainer<M: Model> {
     pub state: TrainerState,
     control: TrainerControl,
     memory: MemoryTracker,
+    dist: DistEnv,
+    collective: Arc<dyn Collective>,
 }
 
 /// Training losses between two logs, and over the whole run (HF's `tr_loss`
@@ -85,6 +89,7 @@ impl<M: Model> Trainer<M> {
             .next()
             .map(|p| p.var.device().clone())
             .ok_or_else(|| Error::Usage("the model has no parameters to train".into()))?;
+        let (dist, collective) = crate::dist::process_group()?;
         let mut callbacks = CallbackHandler::default();
         callbacks.add(Box::new(DefaultFlowCallback));
         if args.disable_tqdm {
@@ -106,12 +111,14 @@ impl<M: Model> Trainer<M> {
             optimizer: None,
             scheduler: None,
             state: TrainerState {
-                is_local_process_zero: true,
-                is_world_process_zero: true,
+                is_local_process_zero: dist.local_rank == 0,
+                is_world_process_zero: dist.rank == 0,
                 ..TrainerState::default()
             },
             control: TrainerControl::default(),
             memory,
+            dist,
+            collective,
         };
         trainer.memory.stop(Stage::Init);
         trainer
@@ -202,8 +209,9 @@ impl<M: Model> Trainer<M> {
     pub fn train(&mut self) -> Result<TrainOutput> {
         self.memory.start(Stage::Train);
         let loader = self.train_loader()?;
-        let plan = TrainingPlan::new(&self.args, loader.num_batches(), 1)?;
+        let plan = TrainingPlan::new(&self.args, loader.num_batches(), self.dist.world_size)?;
         self.create_optimizer_and_scheduler(plan.max_steps)?;
+        self.broadcast_parameters()?;
         self.start_state(&plan);
         let resume = self.maybe_resume(&plan)?;
         let start = Instant::now();
@@ -226,6 +234,7 @@ impl<M: Model> Trainer<M> {
                 self.emit(Callback::on_step_begin)?;
                 let mut grads =
                     self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
+                self.average_gradients(&mut grads)?;
                 grad_norm = self.clip_gradients(&mut grads)?;
                 self.emit(Callback::on_pre_optimizer_step)?;
                 self.optimizer_step(&grads)?;
@@ -328,7 +337,8 @@ impl<M: Model> Trainer<M> {
         if self.control.should_log && self.state.global_step > losses.last_logged_step {
             let mut logs = Metrics::new();
             let steps = (self.state.global_step - losses.last_logged_step) as f64;
-            logs.insert("loss".into(), round(losses.sum / steps, 4));
+            let window = self.mean_over_ranks(losses.sum)?;
+            logs.insert("loss".into(), round(window / steps, 4));
             if let Some(norm) = grad_norm {
                 logs.insert("grad_norm".into(), norm);
             }
@@ -355,7 +365,13 @@ impl<M: Model> Trainer<M> {
         }
         if self.control.should_save {
             self.control.should_save = false;
-            self.save_checkpoint(losses)?;
+            // Every rank's window becomes the mean, so the saved one is right for all.
+            losses.sum = self.mean_over_ranks(losses.sum)?;
+            losses.total = self.mean_over_ranks(losses.total)?;
+            if self.is_world_process_zero() {
+                self.save_checkpoint(losses)?;
+            }
+            self.barrier()?;
             self.emit(Callback::on_save)?;
         }
         Ok(())
@@ -378,7 +394,7 @@ impl<M: Model> Trainer<M> {
         plan: &TrainingPlan,
         mut losses: LossWindow,
     ) -> Result<TrainOutput> {
-        losses.total += losses.sum;
+        losses.total = self.mean_over_ranks(losses.total + losses.sum)?;
         let steps = (self.state.global_step as f64).max(0.001);
         let training_loss = losses.total / steps;
         let num_samples = self.state.max_steps * plan.total_batch_size;
@@ -412,6 +428,7 @@ impl<M: Model> Trainer<M> {
         let seed = self.args.data_seed.unwrap_or(self.args.seed);
         Ok(self
             .loader(dataset, self.args.per_device_train_batch_size)
+            .sharded(self.dist.rank, self.dist.world_size, Sharding::Strided)
             .shuffled(seed)
             .drop_last(self.args.dataloader_drop_last))
     }
@@ -451,8 +468,8 @@ impl<M: Model> Trainer<M> {
             save_steps: plan.resolve_steps(args.save_steps),
             train_batch_size: args.per_device_train_batch_size,
             num_train_epochs: plan.num_epochs,
-            is_local_process_zero: true,
-            is_world_process_zero: true,
+            is_local_process_zero: self.dist.local_rank == 0,
+            is_world_process_zero: self.dist.rank == 0,
             ..TrainerState::default()
         };
         self.control = TrainerControl::default();
@@ -494,7 +511,7 @@ impl<M: Model> Trainer<M> {
         let Some(best) = &self.state.best_model_checkpoint else {
             return Ok(());
         };
-        if self.args.save_total_limit != Some(1) {
+        if self.args.save_total_limit != Some(1) || !self.is_world_process_zero() {
             return Ok(());
         }
         for dir in
