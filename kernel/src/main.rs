@@ -4,6 +4,8 @@
 //! `taper launch` starts one process per device as torchrun does. The
 //! Jupyter kernel, the REPL and the installer join them as subcommands.
 
+mod install;
+mod kernel;
 mod launch;
 mod train;
 
@@ -28,13 +30,26 @@ enum Command {
     },
     /// Run a program once per device, with torchrun's environment (RANK, WORLD_SIZE, ...).
     Launch(launch::LaunchArgs),
+    /// Serve a Jupyter kernel (what kernel.json runs).
+    Kernel {
+        /// The connection file Jupyter wrote.
+        #[arg(long = "connection-file", short = 'f')]
+        connection_file: std::path::PathBuf,
+    },
+    /// Install the Jupyter kernelspec.
+    Install(install::InstallArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    // evcxr runs each notebook's code in a child process started from this
+    // very binary; in that child this call never returns.
+    evcxr::runtime_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train { args } => train::run(&args).map(|()| 0),
         Command::Launch(args) => launch::run(args),
+        Command::Kernel { connection_file } => kernel::run(&connection_file).map(|()| 0),
+        Command::Install(args) => install::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

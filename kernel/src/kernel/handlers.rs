@@ -1,0 +1,538 @@
+//! What the kernel answers: one function per request type.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jupyter_protocol::{JupyterMessage, JupyterMessageContent as Content};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
+use zeromq::{SocketRecv, SocketSend};
+
+use super::text::{byte_offset, char_offset, completeness, Completeness};
+use super::wire::{reply, Wire};
+use super::{log, Engine, Kernel};
+
+/// The cell running now (0: none), so a late interrupt does not hit the next cell.
+static RUNNING_CELL: AtomicU64 = AtomicU64::new(0);
+
+/// Builds message content from its type and JSON (the spec's field names).
+fn content(msg_type: &str, value: Value) -> Content {
+    Content::from_type_and_content(msg_type, value)
+        .unwrap_or_else(|e| panic!("taper builds valid {msg_type} content: {e}"))
+}
+
+fn status(state: &str, parent: &JupyterMessage) -> JupyterMessage {
+    reply(
+        content("status", json!({ "execution_state": state })),
+        parent,
+    )
+}
+
+/// JEP 65's welcome on a new iopub subscription.
+pub fn iopub_welcome(topic: &str) -> JupyterMessage {
+    let mut message = JupyterMessage::new(
+        content("iopub_welcome", json!({ "subscription": topic })),
+        None,
+    );
+    message.header.username = "taper".into();
+    message.header.version = "5.4".into();
+    message
+}
+
+fn kernel_info() -> Content {
+    content(
+        "kernel_info_reply",
+        json!({
+            "status": "ok",
+            "protocol_version": "5.4",
+            "implementation": "taper",
+            "implementation_version": env!("CARGO_PKG_VERSION"),
+            "language_info": {
+                "name": "rust",
+                "version": rustc_version(),
+                "mimetype": "text/rust",
+                "file_extension": ".rs",
+                "pygments_lexer": "rust",
+                "codemirror_mode": "rust",
+            },
+            "banner": format!("taper {}: Rust in notebook cells, with a candle trainer (`:dep taper`)", env!("CARGO_PKG_VERSION")),
+            "help_links": [
+                { "text": "The Rust book", "url": "https://doc.rust-lang.org/book/" },
+                { "text": "candle", "url": "https://github.com/huggingface/candle" },
+            ],
+            "debugger": false,
+        }),
+    )
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Kernel {
+    /// Answers one shell request; returns the replies to send on shell.
+    pub async fn handle_shell(&mut self, request: JupyterMessage) -> Vec<JupyterMessage> {
+        let _ = self.iopub.send(status("busy", &request));
+        let answer = match &request.content {
+            Content::KernelInfoRequest(_) => Some(kernel_info()),
+            Content::ExecuteRequest(execute) => Some(
+                self.execute(
+                    &request,
+                    execute.code.clone(),
+                    execute.silent,
+                    execute.store_history,
+                )
+                .await,
+            ),
+            Content::IsCompleteRequest(r) => Some(match completeness(&r.code) {
+                Completeness::Complete => {
+                    content("is_complete_reply", json!({ "status": "complete" }))
+                }
+                Completeness::Incomplete => content(
+                    "is_complete_reply",
+                    json!({ "status": "incomplete", "indent": "    " }),
+                ),
+                Completeness::Invalid => {
+                    content("is_complete_reply", json!({ "status": "invalid" }))
+                }
+            }),
+            Content::CompleteRequest(r) => Some(self.complete(&r.code, r.cursor_pos).await),
+            Content::InspectRequest(r) => Some(self.inspect(&r.code, r.cursor_pos).await),
+            Content::HistoryRequest(r) => Some(
+                self.history
+                    .reply(&serde_json::to_value(r).unwrap_or_default()),
+            ),
+            Content::UnknownMessage(u) if u.msg_type == "history_request" => {
+                Some(self.history.reply(&u.content))
+            }
+            Content::CommInfoRequest(_) => Some(content(
+                "comm_info_reply",
+                json!({ "status": "ok", "comms": {} }),
+            )),
+            Content::CommOpen(open) => {
+                // No comm targets yet: close it politely, as the spec asks.
+                let close = reply(
+                    content("comm_close", json!({ "comm_id": open.comm_id, "data": {} })),
+                    &request,
+                );
+                let _ = self.iopub.send(close);
+                None
+            }
+            Content::CommMsg(_) | Content::CommClose(_) => None,
+            other => {
+                log(&format!("shell: no handler for {}", other.message_type()));
+                None
+            }
+        };
+        let replies = answer.map(|a| reply(a, &request)).into_iter().collect();
+        let _ = self.iopub.send(status("idle", &request));
+        replies
+    }
+
+    async fn execute(
+        &mut self,
+        request: &JupyterMessage,
+        code: String,
+        silent: bool,
+        store: bool,
+    ) -> Content {
+        if !silent {
+            self.execution_count += 1;
+        }
+        let count = self.execution_count;
+        if !silent {
+            let _ = self.iopub.send(reply(
+                content(
+                    "execute_input",
+                    json!({ "code": code, "execution_count": count }),
+                ),
+                request,
+            ));
+        }
+        if store && !silent {
+            self.history.push(count, &code);
+        }
+        *self.parent.lock().unwrap() = Some(request.clone());
+        let _ = self.relays.take_panic();
+        let cell = RUNNING_CELL.fetch_add(1, Ordering::SeqCst) + 1;
+        RUNNING_CELL.store(cell, Ordering::SeqCst);
+        let engine = self.engine.clone();
+        let result = tokio::task::spawn_blocking(move || engine.execute(&code)).await;
+        RUNNING_CELL.store(0, Ordering::SeqCst);
+        self.relays.flush();
+        *self.parent.lock().unwrap() = None;
+        let panic = self.relays.take_panic();
+        let outcome = match result {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => {
+                return self.error(
+                    request,
+                    count,
+                    "KernelError",
+                    &e.to_string(),
+                    vec![e.to_string()],
+                )
+            }
+            Err(e) => {
+                return self.error(
+                    request,
+                    count,
+                    "KernelError",
+                    &e.to_string(),
+                    vec![e.to_string()],
+                )
+            }
+        };
+        match outcome {
+            Ok(_) if panic.is_some() => {
+                let message = panic.unwrap_or_default();
+                let kept =
+                    "The cell panicked; the notebook's variables from earlier cells were kept.";
+                self.error(
+                    request,
+                    count,
+                    "Panic",
+                    &message,
+                    vec![message.clone(), kept.to_string()],
+                )
+            }
+            Ok(outputs) => {
+                if !outputs.content_by_mime_type.is_empty() && !silent {
+                    let data: serde_json::Map<String, Value> = outputs
+                        .content_by_mime_type
+                        .into_iter()
+                        .map(|(mime, text)| (mime, Value::String(text)))
+                        .collect();
+                    if let Some(Value::String(text)) = data.get("text/plain") {
+                        self.history.set_output(count, text);
+                    }
+                    let result = json!({ "execution_count": count, "data": data, "metadata": {}, "transient": {} });
+                    let _ = self
+                        .iopub
+                        .send(reply(content("execute_result", result), request));
+                }
+                content(
+                    "execute_reply",
+                    json!({ "status": "ok", "execution_count": count, "payload": [], "user_expressions": {} }),
+                )
+            }
+            Err(evcxr::Error::CompilationErrors(errors)) => {
+                let rendered: Vec<String> = errors.iter().map(|e| e.rendered()).collect();
+                let first = errors.first().map(|e| e.message()).unwrap_or_default();
+                self.error(request, count, "CompilationError", &first, rendered)
+            }
+            Err(evcxr::Error::SubprocessTerminated(why)) => {
+                let text = format!("{why}\nThe cell process ended (a panic, an abort or an interrupt); it was restarted and the notebook's variables were lost.");
+                self.error(
+                    request,
+                    count,
+                    "CellProcessEnded",
+                    &text,
+                    vec![text.clone()],
+                )
+            }
+            Err(evcxr::Error::TypeRedefinedVariablesLost(vars)) => {
+                let text = format!(
+                    "these variables were lost because a type they use was redefined: {}",
+                    vars.join(", ")
+                );
+                self.error(request, count, "VariablesLost", &text, vec![text.clone()])
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let ename = if text.contains("panicked") {
+                    "Panic"
+                } else {
+                    "Error"
+                };
+                self.error(request, count, ename, &text, vec![text.clone()])
+            }
+        }
+    }
+
+    /// Publishes an `error` and returns the error `execute_reply`.
+    fn error(
+        &self,
+        request: &JupyterMessage,
+        count: usize,
+        ename: &str,
+        evalue: &str,
+        traceback: Vec<String>,
+    ) -> Content {
+        let body = json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
+        let _ = self
+            .iopub
+            .send(reply(content("error", body.clone()), request));
+        let mut reply_body = body;
+        reply_body["status"] = json!("error");
+        reply_body["execution_count"] = json!(count);
+        content("execute_reply", reply_body)
+    }
+
+    async fn complete(&self, code: &str, cursor: usize) -> Content {
+        let engine = self.engine.clone();
+        let (code_owned, byte) = (code.to_string(), byte_offset(code, cursor));
+        let found = tokio::task::spawn_blocking(move || engine.complete(&code_owned, byte))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let (matches, start, end) = match found {
+            Some((matches, start, end)) => {
+                (matches, char_offset(code, start), char_offset(code, end))
+            }
+            None => (Vec::new(), cursor, cursor),
+        };
+        content(
+            "complete_reply",
+            json!({ "status": "ok", "matches": matches, "cursor_start": start, "cursor_end": end, "metadata": {} }),
+        )
+    }
+
+    async fn inspect(&self, code: &str, cursor: usize) -> Content {
+        let engine = self.engine.clone();
+        let (code_owned, byte) = (code.to_string(), byte_offset(code, cursor));
+        let found = tokio::task::spawn_blocking(move || engine.inspect(&code_owned, byte))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        match found {
+            Some(text) => content(
+                "inspect_reply",
+                json!({ "status": "ok", "found": true, "data": { "text/plain": text }, "metadata": {} }),
+            ),
+            None => content(
+                "inspect_reply",
+                json!({ "status": "ok", "found": false, "data": {}, "metadata": {} }),
+            ),
+        }
+    }
+}
+
+/// Serves the control socket: interrupts, shutdowns and kernel_info, also while a cell runs.
+pub async fn serve_control(
+    mut socket: zeromq::RouterSocket,
+    wire: Wire,
+    engine: Engine,
+    iopub: UnboundedSender<JupyterMessage>,
+) {
+    while let Ok(frames) = socket.recv().await {
+        let request = match wire.decode(frames) {
+            Ok(request) => request,
+            Err(e) => {
+                log(&format!("control: dropped a message: {e}"));
+                continue;
+            }
+        };
+        let answer = match &request.content {
+            Content::KernelInfoRequest(_) => kernel_info(),
+            Content::InterruptRequest(_) => {
+                interrupt(&engine);
+                content("interrupt_reply", json!({ "status": "ok" }))
+            }
+            Content::ShutdownRequest(r) => {
+                let restart = r.restart;
+                let answer = reply(
+                    content(
+                        "shutdown_reply",
+                        json!({ "status": "ok", "restart": restart }),
+                    ),
+                    &request,
+                );
+                if let Ok(frames) = wire.encode(&answer) {
+                    let _ = socket.send(frames).await;
+                }
+                let _ = iopub.send(status("idle", &request));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(pid) = engine.child_pid() {
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGKILL);
+                    }
+                }
+                std::process::exit(0);
+            }
+            other => {
+                log(&format!("control: no handler for {}", other.message_type()));
+                continue;
+            }
+        };
+        if let Ok(frames) = wire.encode(&reply(answer, &request)) {
+            let _ = socket.send(frames).await;
+        }
+    }
+}
+
+/// Stage one: SIGINT to the cell process (code that checks taper's interrupt
+/// flag stops at a safe point and keeps every variable). Stage two, if the
+/// same cell still runs after the grace period: the cell process is killed
+/// and restarted, and the cell's error says which state was lost.
+fn interrupt(engine: &Engine) {
+    let cell = RUNNING_CELL.load(Ordering::SeqCst);
+    let Some(pid) = engine.child_pid() else {
+        return;
+    };
+    if cell == 0 {
+        return;
+    }
+    unsafe {
+        libc::kill(pid as i32, libc::SIGINT);
+    }
+    let grace = std::env::var("TAPER_INTERRUPT_GRACE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(grace));
+        if RUNNING_CELL.load(Ordering::SeqCst) == cell {
+            log(&format!("interrupt: cell {cell} still running after {grace} s; killing the cell process {pid}"));
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    });
+}
+
+/// Executed cells, kept across sessions in a history file (outputs for
+/// this session only, as text).
+pub struct History {
+    session: u64,
+    entries: Vec<(u64, usize, String)>,
+    outputs: std::collections::HashMap<usize, String>,
+    path: std::path::PathBuf,
+}
+
+impl History {
+    /// The history file's entries (`TAPER_HISTORY`, default `~/.local/share/taper/history.jsonl`).
+    pub fn load() -> Self {
+        let path = std::env::var_os("TAPER_HISTORY")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("HOME")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_default()
+                    .join(".local/share/taper/history.jsonl")
+            });
+        let entries: Vec<(u64, usize, String)> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let session = entries.iter().map(|e| e.0).max().unwrap_or(0) + 1;
+        Self {
+            session,
+            entries,
+            outputs: Default::default(),
+            path,
+        }
+    }
+
+    /// Records the text result of cell `count` of this session.
+    pub fn set_output(&mut self, count: usize, text: &str) {
+        self.outputs.insert(count, text.to_string());
+    }
+
+    /// Records a cell.
+    pub fn push(&mut self, count: usize, code: &str) {
+        let entry = (self.session, count, code.to_string());
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                file,
+                "{}",
+                serde_json::to_string(&entry).unwrap_or_default()
+            );
+        }
+        self.entries.push(entry);
+    }
+
+    /// A `history_reply` for the request's `tail`, `range` or `search`.
+    pub fn reply(&self, request: &Value) -> Content {
+        let n = request["n"].as_u64().unwrap_or(10) as usize;
+        let picked: Vec<&(u64, usize, String)> =
+            match request["hist_access_type"].as_str().unwrap_or("tail") {
+                "range" => {
+                    let session = request["session"].as_i64().unwrap_or(0);
+                    let session = if session <= 0 {
+                        (self.session as i64 + session) as u64
+                    } else {
+                        session as u64
+                    };
+                    let start = request["start"].as_u64().unwrap_or(0) as usize;
+                    let stop = request["stop"]
+                        .as_u64()
+                        .map(|s| s as usize)
+                        .unwrap_or(usize::MAX);
+                    self.entries
+                        .iter()
+                        .filter(|e| e.0 == session && e.1 >= start && e.1 < stop)
+                        .collect()
+                }
+                "search" => {
+                    let pattern = request["pattern"].as_str().unwrap_or("*");
+                    let mut found: Vec<&(u64, usize, String)> = self
+                        .entries
+                        .iter()
+                        .filter(|e| glob(pattern, &e.2))
+                        .collect();
+                    if request["unique"].as_bool().unwrap_or(false) {
+                        let mut seen = std::collections::HashSet::new();
+                        found.retain(|e| seen.insert(e.2.clone()));
+                    }
+                    let skip = found
+                        .len()
+                        .saturating_sub(if n == 0 { found.len() } else { n });
+                    found.into_iter().skip(skip).collect()
+                }
+                _ => self
+                    .entries
+                    .iter()
+                    .skip(self.entries.len().saturating_sub(n))
+                    .collect(),
+            };
+        let with_output = request["output"].as_bool().unwrap_or(false);
+        let history: Vec<Value> = picked
+            .iter()
+            .map(|(s, c, code)| {
+                if with_output {
+                    let output = (*s == self.session).then(|| self.outputs.get(c)).flatten();
+                    json!([s, c, [code, output]])
+                } else {
+                    json!([s, c, code])
+                }
+            })
+            .collect();
+        content(
+            "history_reply",
+            json!({ "status": "ok", "history": history }),
+        )
+    }
+}
+
+/// Shell-style glob: `*` any run, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
+}

@@ -1,0 +1,121 @@
+"""The kernel beyond the protocol suite: signatures, panics, interrupts,
+and a notebook run end to end by nbclient."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from conftest import install_kernelspec
+
+PREFIX = Path(tempfile.mkdtemp(prefix="taper-kernelspec-"))
+install_kernelspec(PREFIX)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    kc.execute_interactive("let warm_up = 1;", timeout=300)
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def run(kc, code, timeout=120):
+    """Executes `code`; returns the reply and the iopub messages of that request."""
+    outputs = []
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
+    return reply, outputs
+
+
+def test_variables_live_across_cells_and_errors_do_not_end_the_kernel(kernel):
+    _, kc = kernel
+    reply, _ = run(kc, "let kept = vec![1, 2, 3];")
+    assert reply["content"]["status"] == "ok"
+    reply, outputs = run(kc, "let broken: u32 = \"text\";")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CompilationError"
+    assert "mismatched types" in reply["content"]["evalue"]
+    reply, outputs = run(kc, "kept.len()")
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    assert results and results[0]["content"]["data"]["text/plain"] == "3"
+
+
+def test_a_panic_is_an_error_reply_and_the_kernel_keeps_serving(kernel):
+    _, kc = kernel
+    reply, outputs = run(kc, 'panic!("boom");')
+    assert reply["content"]["status"] == "error"
+    errors = [m for m in outputs if m["msg_type"] == "error"]
+    assert errors, outputs
+    assert "boom" in "\n".join(errors[0]["content"]["traceback"]) + errors[0]["content"]["evalue"]
+    reply, outputs = run(kc, "1 + 1")
+    assert reply["content"]["status"] == "ok"
+
+
+def test_a_message_with_a_bad_signature_is_not_run(kernel):
+    _, kc = kernel
+    good_key = kc.session.key
+    kc.session.key = b"not-the-key"
+    kc.session.auth = None
+    kc.session.key = b"not-the-key"
+    msg_id = kc.execute('println!("must not run");')
+    with pytest.raises(Exception):
+        kc.get_shell_msg(timeout=3)
+    kc.session.key = good_key
+    reply, outputs = run(kc, 'println!("still serving");')
+    assert reply["content"]["status"] == "ok"
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    assert "still serving" in text and "must not run" not in text
+    assert msg_id
+
+
+def test_interrupting_an_endless_loop_recovers_and_says_what_was_lost(kernel):
+    _, kc = kernel
+    run(kc, "let before_the_loop = 5;")
+    msg_id = kc.execute("loop { std::hint::spin_loop(); }")
+    time.sleep(3)  # compile and start
+    km = kernel[0]
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    assert time.monotonic() - started < 10
+    assert reply["content"]["status"] == "error"
+    assert "variables were lost" in reply["content"]["evalue"]
+    # The kernel serves the next cell in a fresh cell process.
+    reply, outputs = run(kc, "2 + 2")
+    assert reply["content"]["status"] == "ok"
+
+
+def test_a_notebook_runs_end_to_end_and_a_panicking_cell_stops_it(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("let numbers: Vec<u64> = (1..=10).collect();"),
+        nbformat.v4.new_code_cell('println!("sum = {}", numbers.iter().sum::<u64>());'),
+        nbformat.v4.new_code_cell("numbers.len()"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "taper", "display_name": "Rust (taper)", "language": "rust"}
+    NotebookClient(nb, timeout=300, kernel_name="taper").execute()
+    assert nb.cells[1].outputs[0]["text"] == "sum = 55\n"
+    assert nb.cells[2].outputs[0]["data"]["text/plain"] == "10"
+
+    bad = nbformat.v4.new_notebook()
+    bad.cells = [nbformat.v4.new_code_cell('panic!("stop here");'), nbformat.v4.new_code_cell("1")]
+    with pytest.raises(CellExecutionError):
+        NotebookClient(bad, timeout=300, kernel_name="taper").execute()
+    assert bad.cells[1].get("outputs", []) == []
+
+
+def test_install_writes_a_kernelspec_with_message_interrupts():
+    import json
+
+    spec = json.loads((PREFIX / "share/jupyter/kernels/taper/kernel.json").read_text())
+    assert spec["interrupt_mode"] == "message"
+    assert spec["language"] == "rust"
+    assert spec["argv"][1:] == ["kernel", "--connection-file", "{connection_file}"]
