@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds taper from source on a fresh machine: checks the Rust toolchain and
-# builds the `taper` binary in release mode (target/release/taper).
+# Builds taper from source on a fresh machine: checks the Rust toolchain,
+# builds the `taper` binary in release mode (target/release/taper) and
+# installs its Jupyter kernelspec for the current user.
 # Later set-up steps (the Jupyter kernelspec, the test virtual environment,
 # the CUDA build environment) will join this script.
 set -euo pipefail
@@ -14,5 +15,7 @@ fi
 echo "==> building taper (release; the first build compiles candle and takes a few minutes)"
 cargo build --release --locked -p taper-kernel
 echo "==> built $(pwd)/target/release/taper"
+echo "==> installing the Jupyter kernelspec (Rust (taper))"
+target/release/taper install --user
 echo "    try: target/release/taper train            (the default recipe)"
 echo "         target/release/taper train --help     (recipes, data sets, every argument)"

@@ -43,12 +43,18 @@ pub fn run(args: InstallArgs) -> Result<()> {
     let dir = data_dir.join("kernels").join(&args.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("finding the taper binary")?;
+    // Where `:dep taper` finds the trainer crate: recorded now, so no
+    // notebook needs a path.
+    let mut env = serde_json::json!({ "TAPER_IN_KERNEL": "1" });
+    if let Some(path) = crate::kernel::trainer_crate_path() {
+        env["TAPER_CRATE_PATH"] = serde_json::json!(path);
+    }
     let spec = serde_json::json!({
         "argv": [exe, "kernel", "--connection-file", "{connection_file}"],
         "display_name": args.display_name,
         "language": "rust",
         "interrupt_mode": "message",
-        "env": { "TAPER_IN_KERNEL": "1" },
+        "env": env,
         "metadata": { "debugger": false },
     });
     std::fs::write(

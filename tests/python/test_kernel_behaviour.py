@@ -119,3 +119,35 @@ def test_install_writes_a_kernelspec_with_message_interrupts():
     assert spec["interrupt_mode"] == "message"
     assert spec["language"] == "rust"
     assert spec["argv"][1:] == ["kernel", "--connection-file", "{connection_file}"]
+
+
+def test_interrupting_training_stops_at_a_step_and_keeps_the_trainer(kernel):
+    km, kc = kernel
+    setup = """:dep taper
+use taper::{datasets, models, Trainer, TrainingArguments};
+let data = datasets::load_tabular("winequality", 0.2, 42).unwrap();
+let config = models::MlpConfig { input_dim: 11, hidden: vec![64], num_classes: 6 };
+let model = models::Mlp::new(&config, 0, &taper::candle_core::Device::Cpu).unwrap();
+let args = TrainingArguments::builder()
+    .max_steps(1_000_000_000)
+    .logging_steps(1e9)
+    .save_strategy(taper::args::IntervalStrategy::No)
+    .disable_tqdm(true)
+    .build()
+    .unwrap();
+let mut trainer = Trainer::new(args, model).unwrap().with_train_dataset(data.train);"""
+    reply, outputs = run(kc, setup, timeout=1200)  # the first `:dep taper` builds candle
+    assert reply["content"]["status"] == "ok", outputs
+    msg_id = kc.execute("let out = trainer.train().unwrap();")
+    time.sleep(4)
+    started = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, f"the reply came {elapsed:.1f} s after the interrupt"
+    assert reply["content"]["status"] == "ok"
+    reply, outputs = run(kc, "(trainer.state.global_step > 0, out.global_step == trainer.state.global_step)")
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    assert results and results[0]["content"]["data"]["text/plain"] == "(true, true)", outputs

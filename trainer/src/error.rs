@@ -27,6 +27,9 @@ pub enum Error {
     /// dataset, a metric that was never computed, ...).
     #[error("{0}")]
     Usage(String),
+    /// The kernel interrupted the cell; the notebook's state is kept.
+    #[error("interrupted (the notebook's variables are kept)")]
+    Interrupted,
 }
 
 fn bullet_list(items: &[String]) -> String {

@@ -33,6 +33,7 @@ pub mod datasets;
 pub mod dist;
 pub mod error;
 pub mod init;
+pub mod interrupt;
 pub mod loss;
 pub mod memory;
 pub mod metrics;
@@ -42,6 +43,10 @@ pub mod optim;
 pub mod recipes;
 pub mod schedule;
 pub mod trainer;
+
+// Re-exported so a notebook needs only `:dep taper`.
+pub use candle_core;
+pub use candle_nn;
 
 pub use args::TrainingArguments;
 pub use error::{Error, Result};

@@ -163,8 +163,10 @@ impl Kernel {
         let cell = RUNNING_CELL.fetch_add(1, Ordering::SeqCst) + 1;
         RUNNING_CELL.store(cell, Ordering::SeqCst);
         let engine = self.engine.clone();
+        let code = super::resolve_taper_dep(&code);
         let result = tokio::task::spawn_blocking(move || engine.execute(&code)).await;
         RUNNING_CELL.store(0, Ordering::SeqCst);
+        log(&format!("cell {cell} (execution count {count}) finished"));
         self.relays.flush();
         *self.parent.lock().unwrap() = None;
         let panic = self.relays.take_panic();
@@ -384,6 +386,9 @@ fn interrupt(engine: &Engine) {
     unsafe {
         libc::kill(pid as i32, libc::SIGINT);
     }
+    log(&format!(
+        "interrupt: SIGINT to the cell process {pid} (cell {cell})"
+    ));
     let grace = std::env::var("TAPER_INTERRUPT_GRACE")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())

@@ -150,6 +150,38 @@ async fn publish(
     }
 }
 
+/// The trainer crate's folder, for `:dep taper`: `TAPER_CRATE_PATH`, else
+/// the source tree this binary was built from, when it is still there.
+pub fn trainer_crate_path() -> Option<String> {
+    if let Ok(path) = std::env::var("TAPER_CRATE_PATH") {
+        return Some(path);
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer");
+    built_from
+        .join("Cargo.toml")
+        .is_file()
+        .then(|| built_from.canonicalize().ok())
+        .flatten()
+        .map(|p| p.display().to_string())
+}
+
+/// `:dep taper` (without a source) becomes a path dependency on the trainer crate.
+pub fn resolve_taper_dep(code: &str) -> String {
+    let Some(path) = trainer_crate_path() else {
+        return code.to_string();
+    };
+    code.lines()
+        .map(|line| {
+            if line.trim() == ":dep taper" {
+                format!(":dep taper = {{ path = \"{path}\" }}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Appends a line to the kernel's log file.
 pub fn log(line: &str) {
     use std::io::Write;
@@ -163,6 +195,9 @@ pub fn log(line: &str) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(file, "{line}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _ = writeln!(file, "{now:.3} {line}");
     }
 }

@@ -214,12 +214,14 @@ impl<M: Model> Trainer<M> {
         self.broadcast_parameters()?;
         self.start_state(&plan);
         let resume = self.maybe_resume(&plan)?;
+        crate::interrupt::arm();
         let start = Instant::now();
+        let first_step = self.state.global_step;
         let mut losses = resume.losses;
         let mut grad_norm = None;
         self.emit(Callback::on_train_begin)?;
 
-        for epoch in resume.epoch..plan.num_epochs {
+        'epochs: for epoch in resume.epoch..plan.num_epochs {
             let order = loader.epoch_order(epoch as u64);
             self.control.should_epoch_stop = false;
             self.emit(Callback::on_epoch_begin)?;
@@ -245,6 +247,13 @@ impl<M: Model> Trainer<M> {
                     Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
                 self.emit(Callback::on_step_end)?;
                 self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
+                if crate::interrupt::take() {
+                    eprintln!(
+                        "taper: interrupted at step {}; the trainer and the model keep their state",
+                        self.state.global_step
+                    );
+                    break 'epochs;
+                }
                 if self.control.should_epoch_stop || self.control.should_training_stop {
                     break;
                 }
@@ -255,7 +264,8 @@ impl<M: Model> Trainer<M> {
                 break;
             }
         }
-        self.finish_training(start, &plan, losses)
+        let steps_done = self.state.global_step - first_step;
+        self.finish_training(start, &plan, losses, steps_done)
     }
 
     /// Calls one event (`Callback::on_...`) on every callback.
@@ -393,12 +403,15 @@ impl<M: Model> Trainer<M> {
         start: Instant,
         plan: &TrainingPlan,
         mut losses: LossWindow,
+        steps_done: usize,
     ) -> Result<TrainOutput> {
         losses.total = self.mean_over_ranks(losses.total + losses.sum)?;
         let steps = (self.state.global_step as f64).max(0.001);
         let training_loss = losses.total / steps;
-        let num_samples = self.state.max_steps * plan.total_batch_size;
-        let mut metrics = speed_metrics("train", start, num_samples, Some(self.state.max_steps));
+        // The steps this call ran (HF counts max_steps, which overstates an
+        // early-stopped, interrupted or resumed run).
+        let num_samples = steps_done * plan.total_batch_size;
+        let mut metrics = speed_metrics("train", start, num_samples, Some(steps_done));
         metrics.insert("total_flos".into(), self.state.total_flos);
         metrics.insert("train_loss".into(), training_loss);
         self.memory
