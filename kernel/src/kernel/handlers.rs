@@ -277,15 +277,25 @@ impl Kernel {
         content("execute_reply", reply_body)
     }
 
-    async fn complete(&self, code: &str, cursor: usize) -> Content {
+    /// Runs a cursor query on the engine thread, with the spec's code-point
+    /// cursor turned into the byte offset evcxr wants.
+    async fn at_cursor<T: Send + 'static>(
+        &self,
+        code: &str,
+        cursor: usize,
+        query: fn(&Engine, &str, usize) -> anyhow::Result<Option<T>>,
+    ) -> Option<T> {
         let engine = self.engine.clone();
-        let (code_owned, byte) = (code.to_string(), byte_offset(code, cursor));
-        let found = tokio::task::spawn_blocking(move || engine.complete(&code_owned, byte))
+        let (code, byte) = (code.to_string(), byte_offset(code, cursor));
+        tokio::task::spawn_blocking(move || query(&engine, &code, byte))
             .await
             .ok()
             .and_then(Result::ok)
-            .flatten();
-        let (matches, start, end) = match found {
+            .flatten()
+    }
+
+    async fn complete(&self, code: &str, cursor: usize) -> Content {
+        let (matches, start, end) = match self.at_cursor(code, cursor, Engine::complete).await {
             Some((matches, start, end)) => {
                 (matches, char_offset(code, start), char_offset(code, end))
             }
@@ -298,14 +308,7 @@ impl Kernel {
     }
 
     async fn inspect(&self, code: &str, cursor: usize) -> Content {
-        let engine = self.engine.clone();
-        let (code_owned, byte) = (code.to_string(), byte_offset(code, cursor));
-        let found = tokio::task::spawn_blocking(move || engine.inspect(&code_owned, byte))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        match found {
+        match self.at_cursor(code, cursor, Engine::inspect).await {
             Some(text) => content(
                 "inspect_reply",
                 json!({ "status": "ok", "found": true, "data": { "text/plain": text }, "metadata": {} }),
