@@ -83,6 +83,15 @@ pub fn metric_for_best(metric_for_best_model: Option<&str>, metrics: &Metrics) -
     })
 }
 
+/// True when `value` beats `best` in the direction `greater_is_better` says.
+pub fn is_better(value: f64, best: f64, greater_is_better: bool) -> bool {
+    if greater_is_better {
+        value > best
+    } else {
+        value < best
+    }
+}
+
 /// HF's `speed_metrics`: `{split}_runtime`, `{split}_samples_per_second` and,
 /// given steps, `{split}_steps_per_second`.
 pub fn speed_metrics(

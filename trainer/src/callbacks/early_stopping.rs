@@ -83,11 +83,7 @@ impl TrainerCallback for EarlyStoppingCallback {
         let improved = match state.best_metric {
             None => true,
             Some(best) => {
-                let better = if greater_is_better {
-                    value > best
-                } else {
-                    value < best
-                };
+                let better = crate::metrics::is_better(value, best, greater_is_better);
                 better && (value - best).abs() > self.threshold
             }
         };

@@ -503,13 +503,7 @@ impl<M: Model> Trainer<M> {
         let greater = self.args.greater_is_better.unwrap_or(false);
         let better = match self.state.best_metric {
             None => true,
-            Some(best) => {
-                if greater {
-                    value > best
-                } else {
-                    value < best
-                }
-            }
+            Some(best) => crate::metrics::is_better(value, best, greater),
         };
         if better {
             self.state.best_metric = Some(value);
