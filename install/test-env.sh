@@ -7,6 +7,17 @@ if ! command -v "$python" >/dev/null 2>&1; then
   echo "error: $python was not found; install Python 3.10 or newer (or set PYTHON)" >&2
   exit 1
 fi
+# Headless Chromium renders the exported quickstart notebook in a test
+# (Debian's package; installed when this runs as root with apt).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (headless rendering test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium is missing and cannot be installed here (needs root and apt-get);" \
+      "the rendering test will fail until it is installed" >&2
+  fi
+fi
 stamp=.venv/.requirements
 if [ -f "$stamp" ] && cmp -s "$stamp" tests/requirements.txt; then
   exit 0

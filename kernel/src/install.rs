@@ -10,6 +10,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+/// The launcher's icons, as Jupyter looks for them beside kernel.json.
+const LOGOS: [(&str, &[u8]); 3] = [
+    ("logo-32x32.png", include_bytes!("../assets/logo-32x32.png")),
+    ("logo-64x64.png", include_bytes!("../assets/logo-64x64.png")),
+    ("logo-svg.svg", include_bytes!("../assets/logo-svg.svg")),
+];
+
 /// `taper install` options.
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
@@ -28,6 +35,10 @@ pub struct InstallArgs {
     /// The name shown in Jupyter.
     #[arg(long = "display-name", default_value = "Rust (taper)")]
     display_name: String,
+    /// Also build taper and candle into the kernel's build cache now (a few
+    /// minutes, once), so a notebook's first `:dep taper` does not compile them.
+    #[arg(long)]
+    warm: bool,
 }
 
 /// Writes the kernelspec and prints where.
@@ -61,7 +72,15 @@ pub fn run(args: InstallArgs) -> Result<()> {
         dir.join("kernel.json"),
         serde_json::to_string_pretty(&spec)? + "\n",
     )?;
+    for (name, bytes) in LOGOS {
+        std::fs::write(dir.join(name), bytes)?;
+    }
     println!("installed kernelspec {} in {}", args.name, dir.display());
+    if args.warm {
+        println!("warming the build cache: compiling taper and candle once (a few minutes)");
+        let took = crate::kernel::warm_build_cache()?;
+        println!("build cache warm ({:.0} s)", took.as_secs_f64());
+    }
     Ok(())
 }
 

@@ -1,12 +1,14 @@
 //! `taper`: the command-line front door.
 //!
 //! `taper train` runs a built-in recipe with Hugging Face style arguments;
-//! `taper launch` starts one process per device as torchrun does. The
-//! Jupyter kernel, the REPL and the installer join them as subcommands.
+//! `taper launch` starts one process per device as torchrun does; `taper
+//! kernel` serves Jupyter, `taper install` writes its kernelspec and `taper
+//! repl` runs the same engine in a terminal.
 
 mod install;
 mod kernel;
 mod launch;
+mod repl;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,8 @@ enum Command {
     },
     /// Install the Jupyter kernelspec.
     Install(install::InstallArgs),
+    /// Rust with `:dep taper` in the terminal: the kernel's engine with line editing.
+    Repl,
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Launch(args) => launch::run(args),
         Command::Kernel { connection_file } => kernel::run(&connection_file).map(|()| 0),
         Command::Install(args) => install::run(args).map(|()| 0),
+        Command::Repl => repl::run().map(|()| 0),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

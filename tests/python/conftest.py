@@ -7,6 +7,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TAPER = os.environ.get("TAPER_BIN", str(ROOT / "target" / "debug" / "taper"))
+# What a test keeps for a person to look at (executed notebooks, screenshots).
+ARTIFACTS = ROOT / "target" / "test-artifacts"
+# evcxr's build cache for the kernels the tests start: the first `:dep taper`
+# fills it and the later kernels copy from it, as after `taper install --warm`.
+os.environ.setdefault("XDG_CACHE_HOME", str(ROOT / "target" / "test-cache"))
 
 
 def install_kernelspec(prefix: Path) -> None:

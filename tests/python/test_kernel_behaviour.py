@@ -115,10 +115,26 @@ def test_a_notebook_runs_end_to_end_and_a_panicking_cell_stops_it(tmp_path):
 def test_install_writes_a_kernelspec_with_message_interrupts():
     import json
 
-    spec = json.loads((PREFIX / "share/jupyter/kernels/taper/kernel.json").read_text())
+    folder = PREFIX / "share/jupyter/kernels/taper"
+    spec = json.loads((folder / "kernel.json").read_text())
+    for logo in ["logo-32x32.png", "logo-64x64.png"]:
+        assert (folder / logo).read_bytes().startswith(b"\x89PNG"), logo
+
     assert spec["interrupt_mode"] == "message"
     assert spec["language"] == "rust"
     assert spec["argv"][1:] == ["kernel", "--connection-file", "{connection_file}"]
+
+
+def test_dependencies_are_shared_across_cells_so_tensor_ids_never_collide(kernel):
+    """Each cell is its own shared library; a dependency linked into each
+    would give every cell its own copy of candle's tensor-id counter, and
+    tensors of different cells the same ids (gradients then mix up)."""
+    _, kc = kernel
+    reply, outputs = run(kc, ":dep taper\nlet first = taper::candle_core::Tensor::zeros(1, taper::candle_core::DType::F32, &taper::candle_core::Device::Cpu).unwrap();", timeout=1200)
+    assert reply["content"]["status"] == "ok", outputs
+    reply, outputs = run(kc, "let second = taper::candle_core::Tensor::zeros(1, taper::candle_core::DType::F32, &taper::candle_core::Device::Cpu).unwrap();\nfirst.id() != second.id()")
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    assert results and results[0]["content"]["data"]["text/plain"] == "true", outputs
 
 
 def test_interrupting_training_stops_at_a_step_and_keeps_the_trainer(kernel):

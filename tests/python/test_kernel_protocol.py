@@ -32,12 +32,26 @@ class TaperKernelTests(jupyter_kernel_test.KernelTests):
     invalid_code_samples = ["let x = 1; }", "(]"]
     completion_samples = [{"text": "let value_for_completion = 1; value_for_comp"}]
     code_inspect_sample = "std::vec::Vec::<u8>::new"
+    # Live output from cell code goes through the kernel's display channel.
+    code_display_data = [
+        {"code": 'taper_widgets::display(taper_widgets::MimeBundle::html("<b>hi</b>", "hi"));', "mime": "text/html"},
+        {"code": 'taper_widgets::display(taper_widgets::MimeBundle::text("plain"));', "mime": "text/plain"},
+    ]
+    code_clear_output = "taper_widgets::clear_output(false);"
+    code_page_something = ":help"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        # evcxr builds its runtime on the first cell: give it time once.
-        cls.kc.execute_interactive("let warm_up = 1;", timeout=300)
+        # evcxr builds its runtime on the first cell, and the widgets crate
+        # on `:dep`: give both time once.
+        reply = cls.kc.execute_interactive(":dep taper-widgets\nlet warm_up = 1;", timeout=900)
+        assert reply["content"]["status"] == "ok", reply["content"]
+
+
+class TaperIopubWelcomeTests(jupyter_kernel_test.IopubWelcomeTests):
+    kernel_name = "taper"
+    support_iopub_welcome = True
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ pub mod trainer;
 // Re-exported so a notebook needs only `:dep taper`.
 pub use candle_core;
 pub use candle_nn;
+/// The widgets and the display API (`taper::widgets::display`), for live output from any cell.
+pub use taper_widgets as widgets;
 
 pub use args::TrainingArguments;
 pub use error::{Error, Result};

@@ -212,9 +212,18 @@ impl TrainerCallback for Recorder {
         on_substep_end,
         on_pre_optimizer_step,
         on_optimizer_step,
-        on_step_end,
-        on_prediction_step
+        on_step_end
     );
+    fn on_prediction_step(
+        &mut self,
+        _: &TrainingArguments,
+        _: &TrainerState,
+        _: &mut TrainerControl,
+        _: &taper::callbacks::PredictionProgress,
+    ) -> taper::Result<()> {
+        self.0.lock().unwrap().push("prediction_step".into());
+        Ok(())
+    }
     fn on_log(
         &mut self,
         _: &TrainingArguments,

@@ -1,14 +1,37 @@
-//! taper-widgets: what a person sees while taper trains.
+//! taper-widgets: what a person sees while taper trains, and the way any
+//! cell draws live output in a notebook.
 //!
-//! For now: the progress text Hugging Face's notebook tracker shows
-//! (`[ 42/100 00:10 < 00:14, 4.20 it/s, Epoch 1.50/3]`) and values printed the
-//! way Python prints them, so log lines read like HF's. The live HTML views,
-//! the terminal bars and the display channel to the kernel come next; this
-//! crate stays free of candle and of Jupyter, so both the trainer and the
-//! kernel can depend on it.
+//! - Views: [`ProgressText`] (the bar), [`MetricsTable`], [`MemoryTable`],
+//!   [`LossChart`] (SVG) and [`TrainingView`] composing them. Each renders
+//!   HTML and a plain-text twin.
+//! - [`LiveOutput`] draws a view where the person is ([`Target`]): in a
+//!   notebook through the kernel's display channel, updated in place; in a
+//!   terminal with indicatif; in a log as plain lines; throttled by time.
+//! - [`display`] / [`DisplayHandle::update`] / [`clear_output`] / [`input`]:
+//!   the public display API for any cell, and [`protocol`], the display
+//!   channel's messages, shared with the kernel.
+//!
+//! This crate knows neither candle nor Jupyter's wire protocol, so both the
+//! trainer and the kernel depend on it and meet here.
 
+mod channel;
+mod chart;
+mod display;
 mod format;
+pub mod html;
+mod live;
+mod memory;
 mod progress;
+pub mod protocol;
+mod table;
+mod training;
 
+pub use chart::{LossChart, Scale};
+pub use display::{clear_output, display, in_notebook, input, DisplayHandle};
 pub use format::{format_duration, format_logs, format_value};
+pub use live::{LiveOutput, Target, Throttle, REDRAW_INTERVAL};
+pub use memory::{format_bytes, MemoryRow, MemoryTable};
 pub use progress::ProgressText;
+pub use protocol::MimeBundle;
+pub use table::{Cell, MetricsTable};
+pub use training::TrainingView;

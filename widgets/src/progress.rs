@@ -3,7 +3,7 @@
 use crate::format::format_duration;
 
 /// Where a run is: `[ 42/100 00:10 < 00:14, 4.20 it/s, Epoch 1.50/3]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProgressText {
     /// Steps done.
     pub current: u64,
@@ -52,5 +52,18 @@ impl std::fmt::Display for ProgressText {
             write!(f, ", {}", self.comment)?;
         }
         write!(f, "]")
+    }
+}
+
+impl ProgressText {
+    /// The bar as HTML: a `<progress>` element and the text beside it, like
+    /// Hugging Face's notebook bar.
+    pub fn html(&self) -> String {
+        format!(
+            "<div class=\"taper-progress\"><progress value=\"{}\" max=\"{}\" style=\"width: 300px; height: 20px; vertical-align: middle;\"></progress>\n  {}</div>",
+            self.current,
+            self.total.max(1),
+            crate::html::escape(&self.to_string())
+        )
     }
 }

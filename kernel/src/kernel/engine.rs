@@ -8,7 +8,7 @@
 //! while a cell runs.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use evcxr::{CommandContext, EvalContextOutputs, EvalOutputs};
@@ -31,9 +31,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts evcxr (and its child process); returns the engine and the
-    /// child's output channels.
-    pub fn start() -> anyhow::Result<(Self, EvalContextOutputs)> {
+    /// Starts evcxr (and its child process) on the engine thread and returns
+    /// at once: requests queue until the context is up, so the kernel can
+    /// answer `kernel_info` while evcxr starts. The receiver gets the child's
+    /// output channels (or why the context could not start).
+    pub fn start() -> anyhow::Result<(Self, Receiver<Result<EvalContextOutputs, String>>)> {
         let (requests, incoming) = channel::<Request>();
         let (ready_tx, ready_rx) = channel();
         let child_pid = Arc::new(AtomicU32::new(0));
@@ -44,10 +46,24 @@ impl Engine {
                 let (mut ctx, outputs) = match CommandContext::new() {
                     Ok(started) => started,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let why = format!("the Rust evaluation context did not start: {e}");
+                        let _ = ready_tx.send(Err(why.clone()));
+                        refuse_all(incoming, &why);
                         return;
                     }
                 };
+                if let Some(mib) = build_cache_mib() {
+                    // evcxr's build cache keeps compiled dependencies (candle)
+                    // across kernels: `taper install --warm` fills it.
+                    if let Err(e) = ctx.execute(&format!(":cache {mib}")) {
+                        super::log(&format!("engine: could not enable the build cache: {e}"));
+                    }
+                }
+                // evcxr compiles its scaffolding with the first cell: do that
+                // now, while the user types, so the first real cell is quick.
+                if let Err(e) = ctx.execute("let _ = ();") {
+                    super::log(&format!("engine: warm-up cell failed: {e}"));
+                }
                 let current_pid =
                     |ctx: &CommandContext| ctx.process_handle().lock().map(|c| c.id()).unwrap_or(0);
                 pid_slot.store(current_pid(&ctx), Ordering::SeqCst);
@@ -81,15 +97,12 @@ impl Engine {
                     }
                 }
             })?;
-        let outputs = ready_rx
-            .recv()?
-            .map_err(|e| anyhow::anyhow!("starting the Rust evaluation context: {e}"))?;
         Ok((
             Self {
                 requests,
                 child_pid,
             },
-            outputs,
+            ready_rx,
         ))
     }
 
@@ -124,4 +137,31 @@ impl Engine {
     pub fn child_pid(&self) -> Option<u32> {
         Some(self.child_pid.load(Ordering::SeqCst)).filter(|pid| *pid != 0)
     }
+}
+
+/// Answers every request with `why`, when the context could not start.
+fn refuse_all(incoming: Receiver<Request>, why: &str) {
+    for request in incoming {
+        match request {
+            Request::Execute(_, reply) => {
+                let _ = reply.send(Err(evcxr::Error::Message(why.to_string())));
+            }
+            Request::Complete(_, _, reply) => {
+                let _ = reply.send(None);
+            }
+            Request::Inspect(_, _, reply) => {
+                let _ = reply.send(None);
+            }
+        }
+    }
+}
+
+/// The size limit of evcxr's build cache: `TAPER_BUILD_CACHE_MIB`
+/// (default 4096; 0 turns the cache off).
+fn build_cache_mib() -> Option<u64> {
+    let mib = std::env::var("TAPER_BUILD_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096);
+    (mib > 0).then_some(mib)
 }

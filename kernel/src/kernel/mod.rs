@@ -9,10 +9,15 @@
 //! (`TAPER_KERNEL_LOG`, default `$TMPDIR/taper-kernel-<pid>.log`), never
 //! into the notebook.
 
+pub mod display;
 mod engine;
 mod handlers;
+mod history;
+pub mod magics;
 mod relay;
+mod stdin;
 pub mod text;
+mod warm;
 mod wire;
 
 use std::path::Path;
@@ -24,6 +29,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend};
 
 pub use engine::Engine;
+pub use warm::warm_build_cache;
 pub use wire::Wire;
 
 /// Everything the request handlers share.
@@ -34,7 +40,7 @@ pub struct Kernel {
     parent: Arc<Mutex<Option<JupyterMessage>>>,
     relays: relay::Relays,
     execution_count: usize,
-    history: handlers::History,
+    history: history::History,
 }
 
 /// Serves the kernel described by `connection_file` until a shutdown request.
@@ -48,17 +54,63 @@ pub fn run(connection_file: &Path) -> Result<()> {
         )
     })?;
     let wire = Wire::new(&info.key, &info.signature_scheme)?;
+    prepare_environment();
+    // The display channel starts before the runtime and the cell process, so
+    // its variable is set while this process has one thread, and inherited.
+    let (iopub_tx, iopub_rx) = unbounded_channel();
+    let (questions_tx, questions_rx) = unbounded_channel();
+    let parent = Arc::new(Mutex::new(None));
+    let relay = display::IopubRelay {
+        parent: parent.clone(),
+        last_parent: Mutex::new(None),
+        iopub: iopub_tx.clone(),
+        questions: questions_tx,
+    };
+    let display =
+        display::DisplayServer::start(Arc::new(relay)).context("starting the display channel")?;
+    std::env::set_var(taper_widgets::protocol::DISPLAY_ENV, display.path());
+    let channels = Channels {
+        iopub_tx,
+        iopub_rx,
+        questions: questions_rx,
+        parent,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(info, wire))
+        .block_on(serve(info, wire, channels))
+}
+
+/// The environment the cell process and its builds inherit; set before any
+/// thread starts. Nothing yet: the seam where build settings shared by the
+/// kernel, the REPL and `taper install --warm` go, since evcxr's build cache
+/// only hits when their compiler command lines match.
+pub fn prepare_environment() {}
+
+/// How long an interrupted cell has to stop by itself before its process is
+/// killed: `TAPER_INTERRUPT_GRACE` seconds, 3 by default.
+pub fn interrupt_grace() -> std::time::Duration {
+    let seconds = std::env::var("TAPER_INTERRUPT_GRACE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(3.0);
+    std::time::Duration::from_secs_f64(seconds)
+}
+
+/// The queues made before the runtime starts.
+struct Channels {
+    iopub_tx: UnboundedSender<JupyterMessage>,
+    iopub_rx: UnboundedReceiver<JupyterMessage>,
+    questions: UnboundedReceiver<display::InputQuestion>,
+    parent: Arc<Mutex<Option<JupyterMessage>>>,
 }
 
 fn endpoint(info: &ConnectionInfo, port: u16) -> String {
     format!("{}://{}:{}", info.transport, info.ip, port)
 }
 
-async fn serve(info: ConnectionInfo, wire: Wire) -> Result<()> {
+async fn serve(info: ConnectionInfo, wire: Wire, channels: Channels) -> Result<()> {
     let mut shell = zeromq::RouterSocket::new();
     shell.bind(&endpoint(&info, info.shell_port)).await?;
     let mut control = zeromq::RouterSocket::new();
@@ -70,8 +122,14 @@ async fn serve(info: ConnectionInfo, wire: Wire) -> Result<()> {
     let mut heartbeat = zeromq::RepSocket::new();
     heartbeat.bind(&endpoint(&info, info.hb_port)).await?;
 
-    let (iopub_tx, iopub_rx) = unbounded_channel();
+    let Channels {
+        iopub_tx,
+        iopub_rx,
+        questions,
+        parent,
+    } = channels;
     tokio::spawn(publish(iopub, iopub_rx, wire.clone()));
+    tokio::spawn(stdin::serve(stdin, questions, wire.clone()));
     tokio::spawn(async move {
         while let Ok(ping) = heartbeat.recv().await {
             if heartbeat.send(ping).await.is_err() {
@@ -80,8 +138,7 @@ async fn serve(info: ConnectionInfo, wire: Wire) -> Result<()> {
         }
     });
 
-    let (engine, outputs) = tokio::task::spawn_blocking(Engine::start).await??;
-    let parent = Arc::new(Mutex::new(None));
+    let (engine, outputs) = Engine::start()?;
     let relays = relay::Relays::start(outputs, parent.clone(), iopub_tx.clone());
     let mut kernel = Kernel {
         iopub: iopub_tx.clone(),
@@ -89,7 +146,7 @@ async fn serve(info: ConnectionInfo, wire: Wire) -> Result<()> {
         parent,
         relays,
         execution_count: 0,
-        history: handlers::History::load(),
+        history: history::History::load(),
     };
     tokio::spawn(handlers::serve_control(
         control,
@@ -97,8 +154,6 @@ async fn serve(info: ConnectionInfo, wire: Wire) -> Result<()> {
         engine,
         iopub_tx,
     ));
-    // stdin is bound so clients can connect; input requests come with the cell work.
-    let _stdin = stdin;
     loop {
         let frames = shell.recv().await?;
         let request = match wire.decode(frames) {
@@ -165,18 +220,25 @@ pub fn trainer_crate_path() -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// `:dep taper` (without a source) becomes a path dependency on the trainer crate.
+/// `:dep taper` and `:dep taper-widgets` (without a source) become path
+/// dependencies on the crates beside the recorded trainer folder, so no
+/// notebook needs an absolute path.
 pub fn resolve_taper_dep(code: &str) -> String {
-    let Some(path) = trainer_crate_path() else {
+    let Some(trainer) = trainer_crate_path() else {
         return code.to_string();
     };
+    let widgets = Path::new(&trainer).join("../widgets");
+    let widgets = widgets.canonicalize().map_or_else(
+        |_| widgets.display().to_string(),
+        |p| p.display().to_string(),
+    );
     code.lines()
-        .map(|line| {
-            if line.trim() == ":dep taper" {
-                format!(":dep taper = {{ path = \"{path}\" }}")
-            } else {
-                line.to_string()
+        .map(|line| match line.trim() {
+            ":dep taper" => format!(":dep taper = {{ path = \"{trainer}\" }}"),
+            ":dep taper-widgets" | ":dep taper_widgets" => {
+                format!(":dep taper-widgets = {{ path = \"{widgets}\" }}")
             }
+            _ => line.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n")

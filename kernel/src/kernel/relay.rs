@@ -19,22 +19,29 @@ pub struct Relays {
 }
 
 impl Relays {
-    /// Starts relaying `outputs` to `iopub`, as children of `parent`.
+    /// Relays the engine's outputs to `iopub`, as children of `parent`,
+    /// once `outputs` says the engine is up.
     pub fn start(
-        outputs: EvalContextOutputs,
+        outputs: std::sync::mpsc::Receiver<Result<EvalContextOutputs, String>>,
         parent: Arc<Mutex<Option<JupyterMessage>>>,
         iopub: UnboundedSender<JupyterMessage>,
     ) -> Self {
         let panic = Arc::new(Mutex::new(None));
-        let flushers = [("stdout", outputs.stdout), ("stderr", outputs.stderr)]
-            .into_iter()
-            .map(|(name, lines)| {
-                let (flush_tx, flush_rx) = bounded::<Sender<()>>(1);
-                let (parent, iopub, panic) = (parent.clone(), iopub.clone(), panic.clone());
+        let (flushers, flush_receivers): (Vec<_>, Vec<_>) =
+            (0..2).map(|_| bounded::<Sender<()>>(1)).unzip();
+        let relay_panic = panic.clone();
+        std::thread::spawn(move || {
+            // Without an engine there is nothing to relay; dropping the flush
+            // receivers makes `flush` return at once.
+            let Ok(Ok(outputs)) = outputs.recv() else {
+                return;
+            };
+            let streams = [("stdout", outputs.stdout), ("stderr", outputs.stderr)];
+            for ((name, lines), flush_rx) in streams.into_iter().zip(flush_receivers) {
+                let (parent, iopub, panic) = (parent.clone(), iopub.clone(), relay_panic.clone());
                 std::thread::spawn(move || relay(name, lines, flush_rx, parent, iopub, panic));
-                flush_tx
-            })
-            .collect();
+            }
+        });
         Self { flushers, panic }
     }
 

@@ -9,10 +9,12 @@
 mod early_stopping;
 mod flow;
 mod printer;
+mod progress;
 
 pub use early_stopping::EarlyStoppingCallback;
 pub use flow::DefaultFlowCallback;
-pub use printer::{PrinterCallback, ProgressCallback};
+pub use printer::PrinterCallback;
+pub use progress::ProgressCallback;
 
 use crate::args::TrainingArguments;
 use crate::error::Result;
@@ -169,15 +171,26 @@ pub trait TrainerCallback: Send {
     ) -> Result<()> {
         Ok(())
     }
-    /// After each evaluation or prediction batch.
+    /// After each evaluation or prediction batch; `progress` says how far
+    /// the pass is (HF hands its callbacks the data loader for the same).
     fn on_prediction_step(
         &mut self,
         args: &TrainingArguments,
         state: &TrainerState,
         control: &mut TrainerControl,
+        progress: &PredictionProgress,
     ) -> Result<()> {
         Ok(())
     }
+}
+
+/// How far an evaluation or prediction pass is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PredictionProgress {
+    /// Batches done.
+    pub done: usize,
+    /// Batches in the pass.
+    pub total: usize,
 }
 
 /// The callbacks of a Trainer, called in the order they were added.

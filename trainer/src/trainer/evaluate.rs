@@ -7,6 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::{StepContext, Trainer};
+use crate::callbacks::PredictionProgress;
 use crate::data::{Dataset, Sharding};
 use crate::error::{Error, Result};
 use crate::memory::Stage;
@@ -142,6 +143,7 @@ impl<M: Model> Trainer<M> {
         };
         let (mut loss_sum, mut loss_count, mut num_samples) = (0.0, 0usize, 0usize);
         let mut gathered = Gathered::default();
+        let num_batches = loader.num_batches();
         for (i, batch) in loader.iter_epoch(0).enumerate() {
             let batch = batch?;
             let step = self
@@ -163,8 +165,13 @@ impl<M: Model> Trainer<M> {
             {
                 gathered.move_to_host()?;
             }
-            self.callbacks
-                .call(|cb| cb.on_prediction_step(&self.args, &self.state, &mut self.control))?;
+            let progress = PredictionProgress {
+                done: i + 1,
+                total: num_batches,
+            };
+            self.callbacks.call(|cb| {
+                cb.on_prediction_step(&self.args, &self.state, &mut self.control, &progress)
+            })?;
         }
         let prediction = self.gather_prediction(gathered.concat()?)?;
         let totals = self.sum_over_ranks(&[loss_sum, loss_count as f64, num_samples as f64])?;

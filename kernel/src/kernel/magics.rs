@@ -1,0 +1,185 @@
+//! Cells the kernel answers itself instead of compiling them: help in the
+//! pager (`:help`, `name?`) and `%memory`.
+//!
+//! They are recognised by their whole (trimmed) text, so Rust code is never
+//! mistaken for one. `%%launch` and `%dist` join them with the launcher
+//! work.
+
+use jupyter_protocol::JupyterMessage;
+use serde_json::{json, Value};
+use taper_widgets::{MemoryRow, MemoryTable, MimeBundle};
+
+use super::handlers::content;
+use super::wire::reply;
+use super::{Engine, Kernel};
+
+/// What a special cell asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Magic {
+    /// `:help`: the commands, in the pager.
+    Help,
+    /// `path::to::item?`: its documentation, in the pager.
+    Inspect(String),
+    /// `%memory`: the cell process's memory table.
+    Memory,
+}
+
+/// The magic `code` is, if it is one.
+pub fn parse(code: &str) -> Option<Magic> {
+    let code = code.trim();
+    match code {
+        ":help" | "?" => return Some(Magic::Help),
+        "%memory" => return Some(Magic::Memory),
+        _ => {}
+    }
+    let item = code.strip_suffix('?')?.trim_end();
+    let is_path = !item.is_empty()
+        && item
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == ':' || c == '.' || c == '!');
+    is_path.then(|| Magic::Inspect(item.to_string()))
+}
+
+/// taper's own commands, shown before evcxr's in `:help`.
+pub const TAPER_HELP: &str = "\
+taper kernel
+  :dep taper              the trainer (and `taper::widgets`), from the installed source
+  :dep taper-widgets      the widgets and the display API alone
+  name?                   documentation of `name` in the pager
+  %memory                 memory of the cell process (RSS, and GPUs where nvidia-smi runs)
+  interrupt               stops training at the next step and keeps every variable;
+                          after a grace period (TAPER_INTERRUPT_GRACE, 3 s) the cell
+                          process restarts and the error names what was lost
+
+evcxr commands
+";
+
+impl Kernel {
+    /// Answers a magic cell; returns its `execute_reply` content.
+    pub(super) async fn run_magic(
+        &self,
+        request: &JupyterMessage,
+        count: usize,
+        magic: Magic,
+    ) -> jupyter_protocol::JupyterMessageContent {
+        let ok = |payload: Value| {
+            content(
+                "execute_reply",
+                json!({ "status": "ok", "execution_count": count, "payload": payload, "user_expressions": {} }),
+            )
+        };
+        match magic {
+            Magic::Help => {
+                let engine = self.engine.clone();
+                let evcxr_help = tokio::task::spawn_blocking(move || engine.execute(":help"))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(Result::ok)
+                    .and_then(|o| o.content_by_mime_type.get("text/plain").cloned())
+                    .unwrap_or_default();
+                ok(page(&format!("{TAPER_HELP}{evcxr_help}")))
+            }
+            Magic::Inspect(item) => {
+                let cursor = item.chars().count();
+                let text = self
+                    .at_cursor(&item, cursor, Engine::inspect)
+                    .await
+                    .unwrap_or_else(|| format!("No documentation found for `{item}`."));
+                ok(page(&text))
+            }
+            Magic::Memory => {
+                let table = cell_process_memory(self.engine.child_pid());
+                let bundle = MimeBundle::html(&table.html(), &table.text());
+                let data = json!({ "data": bundle, "metadata": {}, "transient": {} });
+                let _ = self
+                    .iopub
+                    .send(reply(content("display_data", data), request));
+                ok(json!([]))
+            }
+        }
+    }
+}
+
+/// A pager payload, as `?` in IPython gives.
+fn page(text: &str) -> Value {
+    json!([{ "source": "page", "data": { "text/plain": text }, "start": 0 }])
+}
+
+/// The cell process's memory, read from outside it: `/proc` for RSS and
+/// peak RSS, `nvidia-smi` (when there is one) for each GPU's use by the process.
+pub fn cell_process_memory(pid: Option<u32>) -> MemoryTable {
+    let Some(pid) = pid else {
+        return MemoryTable::default();
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    let mut rows = vec![MemoryRow {
+        device: format!("CPU (RSS), process {pid}"),
+        current: field("VmRSS:"),
+        peak: Some(field("VmHWM:")),
+        total: None,
+    }];
+    rows.extend(gpu_memory_of(pid));
+    MemoryTable { rows }
+}
+
+/// This process's memory on each GPU, from `nvidia-smi` (no rows without one).
+fn gpu_memory_of(pid: u32) -> Vec<MemoryRow> {
+    let Ok(out) = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,gpu_uuid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            (fields.first()?.parse::<u32>().ok()? == pid).then_some(())?;
+            let mib: u64 = fields.get(2)?.parse().ok()?;
+            Some(MemoryRow {
+                device: format!("GPU {}", fields.get(1)?),
+                current: mib * 1024 * 1024,
+                // nvidia-smi does not know a process's peak.
+                peak: None,
+                total: None,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magics_are_whole_cells() {
+        assert_eq!(parse(" :help "), Some(Magic::Help));
+        assert_eq!(parse("%memory"), Some(Magic::Memory));
+        assert_eq!(
+            parse("std::vec::Vec?"),
+            Some(Magic::Inspect("std::vec::Vec".into()))
+        );
+        assert_eq!(parse("let x = y?;"), None);
+        assert_eq!(parse("f(x)?"), None);
+        assert_eq!(parse("println!(\"%memory\");"), None);
+    }
+
+    #[test]
+    fn own_memory_is_read_from_proc() {
+        let table = cell_process_memory(Some(std::process::id()));
+        assert!(table.rows[0].current > 0);
+        assert!(table.rows[0].peak >= Some(table.rows[0].current));
+    }
+}

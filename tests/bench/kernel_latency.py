@@ -1,0 +1,109 @@
+"""Kernel latency through a real jupyter_client, as a table.
+
+    .venv/bin/python tests/bench/kernel_latency.py [--runs 30] [--taper-runs 5]
+
+Measures, each over several runs (median, 90th percentile, min):
+  start        launching the kernel process to its kernel_info_reply
+  first cell   the first cell of a fresh kernel (evcxr builds its runtime)
+  warm cell    `x + 1` in a kernel that has run cells
+  :dep taper   the first training cell of a fresh kernel (`:dep taper`,
+               build a model, train 20 steps) after `taper install --warm`
+Uses the kernelspec `taper` from JUPYTER_PATH, or installs one from
+TAPER_BIN (default target/release/taper) with --warm into a private prefix.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TRAINING_CELL = """:dep taper
+use taper::{datasets, models, Trainer, TrainingArguments};
+let data = datasets::load_tabular("iris", 0.2, 42).unwrap();
+let config = models::MlpConfig { input_dim: 4, hidden: vec![16], num_classes: 3 };
+let model = models::Mlp::new(&config, 0, &taper::candle_core::Device::Cpu).unwrap();
+let args = TrainingArguments::builder().max_steps(20).disable_tqdm(true).build().unwrap();
+let mut trainer = Trainer::new(args, model).unwrap().with_train_dataset(data.train);
+trainer.train().unwrap().global_step
+"""
+
+
+def started_kernel():
+    km = KernelManager(kernel_name="taper")
+    t0 = time.perf_counter()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    return km, kc, time.perf_counter() - t0
+
+
+def timed(kc, code, timeout=1200):
+    t0 = time.perf_counter()
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: None)
+    took = time.perf_counter() - t0
+    if reply["content"]["status"] != "ok":
+        sys.exit(f"cell failed: {code[:60]!r}: {reply['content']}")
+    return took
+
+
+def stop(km, kc):
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def row(name, samples, target):
+    ms = sorted(s * 1000 for s in samples)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return f"| {name} | {len(ms)} | {statistics.median(ms):,.0f} | {p90:,.0f} | {ms[0]:,.0f} | {target} |"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--taper-runs", type=int, default=5)
+    args = parser.parse_args()
+    if "JUPYTER_PATH" not in os.environ:
+        prefix = Path(tempfile.mkdtemp(prefix="taper-bench-"))
+        taper = os.environ.get("TAPER_BIN", str(ROOT / "target/release/taper"))
+        print(f"installing the kernelspec from {taper} with --warm ...", flush=True)
+        subprocess.run([taper, "install", "--prefix", str(prefix), "--warm"], check=True)
+        os.environ["JUPYTER_PATH"] = str(prefix / "share/jupyter")
+
+    starts, firsts = [], []
+    for _ in range(args.runs):
+        km, kc, start = started_kernel()
+        starts.append(start)
+        firsts.append(timed(kc, "let x = 1;"))
+        stop(km, kc)
+
+    km, kc, _ = started_kernel()
+    timed(kc, "let x = 1;")
+    warm = [timed(kc, "x + 1") for _ in range(args.runs)]
+    stop(km, kc)
+
+    taper = []
+    for _ in range(args.taper_runs):
+        km, kc, _ = started_kernel()
+        taper.append(timed(kc, TRAINING_CELL))
+        stop(km, kc)
+
+    print()
+    print("| measurement | runs | median ms | p90 ms | min ms | target (issue 4) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(row("start to kernel_info_reply", starts, "<= 1,000 (evcxr: 2,600)"))
+    print(row("first cell (`let x = 1;`)", firsts, "-"))
+    print(row("warm small cell (`x + 1`)", warm, "<= 150 (evcxr: 196)"))
+    print(row("first `:dep taper` training cell, after --warm", taper, "<= 10,000"))
+
+
+if __name__ == "__main__":
+    main()
