@@ -125,16 +125,25 @@ def test_install_writes_a_kernelspec_with_message_interrupts():
     assert spec["argv"][1:] == ["kernel", "--connection-file", "{connection_file}"]
 
 
-def test_dependencies_are_shared_across_cells_so_tensor_ids_never_collide(kernel):
-    """Each cell is its own shared library; a dependency linked into each
-    would give every cell its own copy of candle's tensor-id counter, and
-    tensors of different cells the same ids (gradients then mix up)."""
+def test_a_model_built_in_one_cell_trains_in_another(kernel):
+    """Each cell carries its own copy of candle, with its own tensor-id
+    counter: without taper::tensor_ids the weights of a model built in one
+    cell and the activations of the next share ids, and backward fails with
+    a shape mismatch (or mixes up gradients)."""
     _, kc = kernel
-    reply, outputs = run(kc, ":dep taper\nlet first = taper::candle_core::Tensor::zeros(1, taper::candle_core::DType::F32, &taper::candle_core::Device::Cpu).unwrap();", timeout=1200)
+    build = """:dep taper
+use taper::{datasets, models, Trainer, TrainingArguments};
+let other_cell_data = datasets::load_tabular("winequality", 0.2, 42).unwrap();
+let other_cell_model = models::Mlp::new(&models::MlpConfig { input_dim: 11, hidden: vec![128, 128], num_classes: 6 }, 0, &taper::candle_core::Device::Cpu).unwrap();"""
+    reply, outputs = run(kc, build, timeout=1200)
     assert reply["content"]["status"] == "ok", outputs
-    reply, outputs = run(kc, "let second = taper::candle_core::Tensor::zeros(1, taper::candle_core::DType::F32, &taper::candle_core::Device::Cpu).unwrap();\nfirst.id() != second.id()")
+    train = """let args = TrainingArguments::builder().max_steps(40).per_device_train_batch_size(16).logging_steps(10.0).disable_tqdm(true).build().unwrap();
+let mut other_cell_trainer = Trainer::new(args, other_cell_model).unwrap().with_train_dataset(other_cell_data.train.clone());
+let out = other_cell_trainer.train().unwrap();
+(out.global_step, out.training_loss.is_finite())"""
+    reply, outputs = run(kc, train)
     results = [m for m in outputs if m["msg_type"] == "execute_result"]
-    assert results and results[0]["content"]["data"]["text/plain"] == "true", outputs
+    assert results and results[0]["content"]["data"]["text/plain"] == "(40, true)", outputs
 
 
 def test_interrupting_training_stops_at_a_step_and_keeps_the_trainer(kernel):

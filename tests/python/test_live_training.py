@@ -87,6 +87,46 @@ def test_a_training_cell_redraws_one_live_view_while_it_runs(kc):
     assert "CPU (RSS)" in last["text/html"]
 
 
+LAUNCHED = """%%launch -n 2
+use taper::{datasets, models, Trainer, TrainingArguments};
+let data = datasets::load_tabular("winequality", 0.2, 42)?;
+let config = models::MlpConfig { input_dim: 11, hidden: vec![256, 256], num_classes: 6 };
+let model = models::Mlp::new(&config, 0, &taper::candle_core::Device::Cpu)?;
+let args = TrainingArguments::builder().max_steps(400).per_device_train_batch_size(32).logging_steps(100.0).build()?;
+let mut trainer = Trainer::new(args, model)?.with_train_dataset(data.train);
+let out = trainer.train()?;
+println!("rank {} done at step {}", std::env::var("RANK")?, out.global_step);
+"""
+
+
+def test_launch_runs_the_cell_on_two_processes_with_rank_0_drawing_live(kc):
+    outputs = []
+    reply = kc.execute_interactive(LAUNCHED, timeout=1500, output_hook=outputs.append)
+    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    assert reply["content"]["status"] == "ok", (reply["content"], text[-3000:])
+    # Both ranks ran, each line prefixed by the launcher.
+    assert "[rank0]: rank 0 done at step 400" in text, text[-3000:]
+    assert "[rank1]: rank 1 done at step 400" in text, text[-3000:]
+    # Only rank 0 draws, live, before the cell's reply.
+    shown = [m for m in outputs if m["msg_type"] == "display_data"]
+    assert len(shown) == 1, [m["msg_type"] for m in outputs]
+    updates = [m for m in outputs if m["msg_type"] == "update_display_data"]
+    replied = reply["header"]["date"]
+    assert len([u for u in updates if u["header"]["date"] < replied]) >= 2
+    assert progress_of(updates[-1]["content"]["data"]["text/html"]) == (400, 400)
+
+
+def test_launch_reports_a_bad_first_line():
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    try:
+        reply = kc.execute_interactive("%%launch -n zero\nprintln!();", timeout=120)
+        assert reply["content"]["status"] == "error"
+        assert "usage: `%%launch -n N`" in reply["content"]["evalue"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 @pytest.fixture(scope="module")
 def quickstart():
     """notebooks/01-quickstart.ipynb executed by nbclient, saved as an artifact."""

@@ -42,6 +42,7 @@ pub mod models;
 pub mod optim;
 pub mod recipes;
 pub mod schedule;
+pub mod tensor_ids;
 pub mod trainer;
 
 // Re-exported so a notebook needs only `:dep taper`.

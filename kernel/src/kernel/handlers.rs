@@ -161,13 +161,17 @@ impl Kernel {
         if let Some(magic) = super::magics::parse(&code) {
             return self.run_magic(request, count, magic).await;
         }
+        if let Some(launch) = super::launch_cell::parse(&code) {
+            return self.run_launch(request, count, launch).await;
+        }
         *self.parent.lock().unwrap() = Some(request.clone());
         let _ = self.relays.take_panic();
         let cell = RUNNING_CELL.fetch_add(1, Ordering::SeqCst) + 1;
         RUNNING_CELL.store(cell, Ordering::SeqCst);
         let engine = self.engine.clone();
         let code = super::resolve_taper_dep(&code);
-        let result = tokio::task::spawn_blocking(move || engine.execute(&code)).await;
+        let to_run = code.clone();
+        let result = tokio::task::spawn_blocking(move || engine.execute(&to_run)).await;
         RUNNING_CELL.store(0, Ordering::SeqCst);
         log(&format!("cell {cell} (execution count {count}) finished"));
         self.relays.flush();
@@ -208,6 +212,7 @@ impl Kernel {
                 )
             }
             Ok(outputs) => {
+                self.remember_deps(&code);
                 if !outputs.content_by_mime_type.is_empty() && !silent {
                     let data: serde_json::Map<String, Value> = outputs
                         .content_by_mime_type
@@ -329,6 +334,7 @@ pub async fn serve_control(
     mut socket: zeromq::RouterSocket,
     wire: Wire,
     engine: Engine,
+    launcher: std::sync::Arc<std::sync::atomic::AtomicU32>,
     iopub: UnboundedSender<JupyterMessage>,
 ) {
     while let Ok(frames) = socket.recv().await {
@@ -342,7 +348,13 @@ pub async fn serve_control(
         let answer = match &request.content {
             Content::KernelInfoRequest(_) => kernel_info(),
             Content::InterruptRequest(_) => {
-                interrupt(&engine);
+                match launcher.load(Ordering::SeqCst) {
+                    // A `%%launch` cell: the launcher forwards SIGINT to every rank.
+                    0 => interrupt(&engine),
+                    pid => unsafe {
+                        libc::kill(pid as i32, libc::SIGINT);
+                    },
+                }
                 content("interrupt_reply", json!({ "status": "ok" }))
             }
             Content::ShutdownRequest(r) => {

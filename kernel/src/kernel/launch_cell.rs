@@ -140,8 +140,20 @@ pub fn run(
     pid.store(child.id(), Ordering::SeqCst);
     let line = Arc::new(line);
     let readers: Vec<_> = [
-        ("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)),
-        ("stderr", child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)),
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, stream)| Some((name, stream?)))
@@ -154,7 +166,9 @@ pub fn run(
         })
     })
     .collect();
-    let status = child.wait().map_err(|e| format!("waiting for taper launch: {e}"));
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for taper launch: {e}"));
     pid.store(0, Ordering::SeqCst);
     for reader in readers {
         let _ = reader.join();

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use taper_widgets::{MemoryRow, MemoryTable, MimeBundle};
 
 use super::handlers::content;
+use super::launch_cell::{self, LaunchCell};
 use super::wire::reply;
 use super::{Engine, Kernel};
 
@@ -97,6 +98,82 @@ impl Kernel {
                     .send(reply(content("display_data", data), request));
                 ok(json!([]))
             }
+        }
+    }
+}
+
+impl Kernel {
+    /// Records the `:dep` lines of a cell that ran, for `%%launch`.
+    pub(super) fn remember_deps(&mut self, code: &str) {
+        for line in code.lines().map(str::trim) {
+            if line.starts_with(":dep ") && !self.deps.iter().any(|d| d == line) {
+                self.deps.push(line.to_string());
+            }
+        }
+    }
+
+    /// Runs a `%%launch` cell: build the program, run it under `taper
+    /// launch`, stream its lines into the cell.
+    pub(super) async fn run_launch(
+        &self,
+        request: &JupyterMessage,
+        count: usize,
+        launch: Result<LaunchCell, String>,
+    ) -> jupyter_protocol::JupyterMessageContent {
+        let fail = |ename: &str, text: String| {
+            let body = json!({ "ename": ename, "evalue": text, "traceback": [text] });
+            let _ = self
+                .iopub
+                .send(reply(content("error", body.clone()), request));
+            let mut reply_body = body;
+            reply_body["status"] = json!("error");
+            reply_body["execution_count"] = json!(count);
+            content("execute_reply", reply_body)
+        };
+        let launch = match launch {
+            Ok(launch) => launch,
+            Err(why) => return fail("UsageError", why),
+        };
+        let stream = {
+            let (iopub, request) = (self.iopub.clone(), request.clone());
+            move |name: &str, text: String| {
+                let body = json!({ "name": name, "text": format!("{text}\n") });
+                let _ = iopub.send(reply(content("stream", body), &request));
+            }
+        };
+        stream(
+            "stderr",
+            format!("building the cell for {} processes ...", launch.nproc),
+        );
+        let dir = std::env::temp_dir().join(format!("taper-launch-{}", std::process::id()));
+        let lockfile = super::trainer_crate_path()
+            .map(|trainer| std::path::Path::new(&trainer).join("../Cargo.lock"));
+        let (deps, body) = (self.deps.clone(), launch.body.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            launch_cell::build(&dir, &deps, &body, lockfile.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let program = match built {
+            Ok(program) => program,
+            Err(errors) => return fail("CompilationError", errors),
+        };
+        let pid = self.launcher_pid.clone();
+        let nproc = launch.nproc;
+        let ran =
+            tokio::task::spawn_blocking(move || launch_cell::run(&program, nproc, &pid, stream))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        match ran {
+            Ok(0) => content(
+                "execute_reply",
+                json!({ "status": "ok", "execution_count": count, "payload": [], "user_expressions": {} }),
+            ),
+            Ok(code) => fail(
+                "LaunchFailed",
+                format!("taper launch exited with code {code} (the lines above name the rank that failed)"),
+            ),
+            Err(why) => fail("LaunchFailed", why),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod display;
 mod engine;
 mod handlers;
 mod history;
+mod launch_cell;
 pub mod magics;
 mod relay;
 mod stdin;
@@ -41,6 +42,10 @@ pub struct Kernel {
     relays: relay::Relays,
     execution_count: usize,
     history: history::History,
+    /// The notebook's `:dep` lines so far, for `%%launch` programs.
+    deps: Vec<String>,
+    /// The `taper launch` process of a running `%%launch` cell (0: none).
+    launcher_pid: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Serves the kernel described by `connection_file` until a shutdown request.
@@ -147,11 +152,14 @@ async fn serve(info: ConnectionInfo, wire: Wire, channels: Channels) -> Result<(
         relays,
         execution_count: 0,
         history: history::History::load(),
+        deps: Vec::new(),
+        launcher_pid: Default::default(),
     };
     tokio::spawn(handlers::serve_control(
         control,
         wire.clone(),
         engine,
+        kernel.launcher_pid.clone(),
         iopub_tx,
     ));
     loop {

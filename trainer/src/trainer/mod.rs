@@ -208,6 +208,8 @@ impl<M: Model> Trainer<M> {
     /// Trains on the training data set; the loop of HF's `_inner_training_loop`.
     pub fn train(&mut self) -> Result<TrainOutput> {
         self.memory.start(Stage::Train);
+        // In a notebook the model may come from another cell (see tensor_ids).
+        crate::tensor_ids::advance_past(self.params.iter().map(|p| p.var.as_tensor().id()));
         let loader = self.train_loader()?;
         let plan = TrainingPlan::new(&self.args, loader.num_batches(), self.dist.world_size)?;
         self.create_optimizer_and_scheduler(plan.max_steps)?;
