@@ -53,9 +53,14 @@ def kc():
 
 
 def progress_of(html_text):
-    match = re.search(r'<progress value="(\d+)" max="(\d+)"', html_text)
-    assert match, html_text[:500]
-    return int(match.group(1)), int(match.group(2))
+    """(value, max) of the first <progress> element (in any attribute order:
+    nbconvert and browsers reorder them)."""
+    tag = re.search(r"<progress\b[^>]*>", html_text)
+    assert tag, html_text[:500]
+    value = re.search(r'\bvalue="(\d+)"', tag.group(0))
+    total = re.search(r'\bmax="(\d+)"', tag.group(0))
+    assert value and total, tag.group(0)
+    return int(value.group(1)), int(total.group(1))
 
 
 def test_a_training_cell_redraws_one_live_view_while_it_runs(kc):

@@ -215,7 +215,7 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 fn format_tick(value: f64) -> String {
-    if value.abs() >= 1000.0 || (value != 0.0 && value.abs() < 0.01) {
+    if value.abs() >= 1e7 || (value != 0.0 && value.abs() < 0.01) {
         format!("{value:.2e}")
     } else if value.fract() == 0.0 {
         format!("{value:.0}")

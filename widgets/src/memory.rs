@@ -42,34 +42,40 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 impl MemoryTable {
-    fn header() -> Vec<String> {
-        ["Memory", "Current", "Peak", "Total"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+    /// The columns; `Total` only when some device knows its capacity.
+    fn header(&self) -> Vec<String> {
+        let mut header = vec!["Memory", "Current", "Peak"];
+        if self.rows.iter().any(|r| r.total.is_some()) {
+            header.push("Total");
+        }
+        header.into_iter().map(String::from).collect()
     }
 
     fn formatted_rows(&self) -> Vec<Vec<String>> {
+        let with_total = self.rows.iter().any(|r| r.total.is_some());
         self.rows
             .iter()
             .map(|r| {
-                vec![
+                let mut row = vec![
                     r.device.clone(),
                     format_bytes(r.current),
                     r.peak.map_or_else(String::new, format_bytes),
-                    r.total.map_or_else(|| "".into(), format_bytes),
-                ]
+                ];
+                if with_total {
+                    row.push(r.total.map_or_else(String::new, format_bytes));
+                }
+                row
             })
             .collect()
     }
 
     /// The table as HTML.
     pub fn html(&self) -> String {
-        html::table("memory", &Self::header(), &self.formatted_rows())
+        html::table("memory", &self.header(), &self.formatted_rows())
     }
 
     /// The table as aligned text.
     pub fn text(&self) -> String {
-        html::text_table(&Self::header(), &self.formatted_rows())
+        html::text_table(&self.header(), &self.formatted_rows())
     }
 }

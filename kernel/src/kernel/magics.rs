@@ -160,10 +160,13 @@ impl Kernel {
         };
         let pid = self.launcher_pid.clone();
         let nproc = launch.nproc;
+        // Rank 0's live view comes through the display channel: parent it here.
+        *self.parent.lock().unwrap() = Some(request.clone());
         let ran =
             tokio::task::spawn_blocking(move || launch_cell::run(&program, nproc, &pid, stream))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
+        *self.parent.lock().unwrap() = None;
         match ran {
             Ok(0) => content(
                 "execute_reply",
