@@ -30,6 +30,7 @@ pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
 pub mod datasets;
+pub mod device;
 pub mod dist;
 pub mod error;
 pub mod init;
