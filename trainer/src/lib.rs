@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod model;
 pub mod models;
 pub mod optim;
+pub mod precision;
 pub mod recipes;
 pub mod schedule;
 pub mod trainer;
