@@ -46,9 +46,19 @@
 //! that updates metrics. There is no garbage collector to run before reading
 //! as HF does: Rust and candle free memory as soon as it is dropped.
 //!
-//! GPU memory: [`MemorySnapshot::gpus`] and [`GpuMemory`] are the seam for
-//! a later `cuda` feature, which will fill them (and add HF's
-//! `{stage}_mem_gpu_*` metrics). Without it `gpus` is always empty.
+//! GPU memory (the `cuda` feature): each GPU on which this process has a
+//! CUDA context appears in [`MemorySnapshot::gpus`], and the stages add
+//! HF's `{stage}_mem_gpu_alloc_delta`, `{stage}_mem_gpu_peaked_delta` and
+//! `before_init_mem_gpu`, with the same formulas, for the process's first
+//! GPU (HF reports the current device). candle keeps no allocator
+//! statistics, so "used" is the driver's `total - free`
+//! (`cuMemGetInfo`): everything resident on the device, which counts this
+//! process's CUDA context (some 500 MB) and cached memory pools, and any
+//! other process on the same GPU, unlike PyTorch's `memory_allocated`,
+//! which counts live tensors only. The peak is the highest such reading:
+//! the sampling thread reads it every [`GPU_SAMPLE_EVERY`] RSS samples, and
+//! every [`snapshot`] updates it. Without the feature `gpus` is empty and
+//! no `*_gpu_*` metric appears.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +74,12 @@ use crate::metrics::Metrics;
 
 /// How often the sampling thread reads RSS while a stage runs.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The sampling thread reads GPU memory once every this many RSS reads:
+/// a driver call that takes a lock the training thread's launches also
+/// take is not worth making every millisecond, and activation peaks last
+/// much longer than 5 ms.
+pub const GPU_SAMPLE_EVERY: u32 = 5;
 
 /// The highest RSS any read in this process has seen: the process peak where
 /// the operating system does not report one.
@@ -100,16 +116,15 @@ impl fmt::Display for Stage {
     }
 }
 
-/// Memory of one GPU. Filled only by the future `cuda` feature; see
-/// [`MemorySnapshot::gpus`].
+/// Memory of one GPU (the `cuda` feature); see [`MemorySnapshot::gpus`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuMemory {
     /// The device ordinal.
     pub device: usize,
-    /// Bytes in use on the device now.
+    /// Bytes in use on the device now (`total - free`: the whole device,
+    /// CUDA context and memory pools included; see the module docs).
     pub used: u64,
-    /// The most bytes in use on the device since the process started (or
-    /// since its peak statistics were last reset).
+    /// The most bytes in use on the device that this process has seen.
     pub peak: u64,
 }
 
@@ -122,12 +137,12 @@ pub struct MemorySnapshot {
     /// elsewhere the highest RSS this module has read. Never below
     /// `cpu_rss`.
     pub cpu_peak_rss: u64,
-    /// One entry per GPU. Always empty until the `cuda` feature exists; it
-    /// will fill this with each device's used and peak memory.
+    /// One entry per GPU this process has a CUDA context on, by ordinal.
+    /// Empty without the `cuda` feature, or before the process used a GPU.
     pub gpus: Vec<GpuMemory>,
 }
 
-/// The current RSS and peak RSS of this process (and, later, GPU memory).
+/// The current RSS and peak RSS of this process, and its GPUs' memory.
 ///
 /// Cheap enough to poll several times a second: it refreshes only this
 /// process's memory figures.
@@ -145,10 +160,92 @@ pub fn snapshot() -> MemorySnapshot {
     }
 }
 
-/// GPU memory of every device: the seam for the `cuda` feature. Empty
-/// without it.
+/// Used and peak memory of every GPU this process uses.
 fn gpu_memory() -> Vec<GpuMemory> {
-    Vec::new()
+    gpu::used()
+        .into_iter()
+        .map(|(device, used)| GpuMemory {
+            device,
+            used,
+            peak: gpu::record_peak(device, used),
+        })
+        .collect()
+}
+
+/// Used bytes of the process's first GPU (the one HF's metrics report).
+fn first_gpu_used() -> Option<u64> {
+    gpu::used().first().map(|&(device, used)| {
+        gpu::record_peak(device, used);
+        used
+    })
+}
+
+/// GPU memory through the CUDA driver.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaContext};
+
+    /// The peak used bytes seen per device.
+    static PEAKS: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
+
+    /// Records a reading; returns the device's peak so far.
+    pub(super) fn record_peak(device: usize, used: u64) -> u64 {
+        let mut peaks = PEAKS.lock().unwrap_or_else(|p| p.into_inner());
+        let peak = peaks.entry(device).or_insert(0);
+        *peak = (*peak).max(used);
+        *peak
+    }
+
+    /// `(ordinal, used bytes)` of every GPU whose primary context is active
+    /// in this process (candle uses primary contexts). A device the process
+    /// never used is not touched: retaining its context would allocate one.
+    pub(super) fn used() -> Vec<(usize, u64)> {
+        static CONTEXTS: OnceLock<Mutex<Vec<Option<Arc<CudaContext>>>>> = OnceLock::new();
+        let Ok(count) = CudaContext::device_count() else {
+            return Vec::new();
+        };
+        let mut contexts = CONTEXTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        contexts.resize(count.max(0) as usize, None);
+        let mut out = Vec::new();
+        for (ordinal, slot) in contexts.iter_mut().enumerate() {
+            if slot.is_none() && primary_context_active(ordinal) {
+                // Retaining an active primary context costs nothing more.
+                *slot = CudaContext::new(ordinal).ok();
+            }
+            if let Some(Ok((free, total))) = slot.as_ref().map(|c| c.mem_get_info()) {
+                out.push((ordinal, total.saturating_sub(free) as u64));
+            }
+        }
+        out
+    }
+
+    fn primary_context_active(ordinal: usize) -> bool {
+        let Ok(device) = result::device::get(ordinal as i32) else {
+            return false;
+        };
+        let (mut flags, mut active) = (0, 0);
+        // SAFETY: `device` comes from the driver, the pointers from locals.
+        let status = unsafe { sys::cuDevicePrimaryCtxGetState(device, &mut flags, &mut active) };
+        status == sys::CUresult::CUDA_SUCCESS && active != 0
+    }
+}
+
+/// Without the `cuda` feature there are no GPUs to read.
+#[cfg(not(feature = "cuda"))]
+mod gpu {
+    pub(super) fn record_peak(_device: usize, used: u64) -> u64 {
+        used
+    }
+
+    pub(super) fn used() -> Vec<(usize, u64)> {
+        Vec::new()
+    }
 }
 
 /// The process's peak RSS: `VmHWM` where the OS reports it, never below the
@@ -220,22 +317,35 @@ impl RssReader {
     }
 }
 
-/// The thread that samples RSS while a stage runs. It gives back its reader
-/// and the highest RSS it saw when joined.
+/// What the sampling thread saw: the highest RSS, and the highest used
+/// memory of the first GPU (`None` while the process used none).
+#[derive(Debug, Clone, Copy, Default)]
+struct Peaks {
+    rss: u64,
+    gpu: Option<u64>,
+}
+
+/// The thread that samples RSS (and GPU memory) while a stage runs. It gives
+/// back its reader and the peaks it saw when joined.
 struct Sampler {
     stop: Sender<()>,
-    handle: JoinHandle<(RssReader, u64)>,
+    handle: JoinHandle<(RssReader, Peaks)>,
 }
 
 impl Sampler {
-    fn spawn(mut reader: RssReader, floor: u64) -> Self {
+    fn spawn(mut reader: RssReader, floor: Peaks) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         let handle = thread::Builder::new()
             .name("taper-memory-sampler".into())
             .spawn(move || {
                 let mut peak = floor;
-                loop {
-                    peak = peak.max(reader.read());
+                for sample in 0u32.. {
+                    peak.rss = peak.rss.max(reader.read());
+                    if sample % GPU_SAMPLE_EVERY == 0 {
+                        if let Some(used) = first_gpu_used() {
+                            peak.gpu = Some(peak.gpu.unwrap_or(0).max(used));
+                        }
+                    }
                     match stopped.recv_timeout(SAMPLE_INTERVAL) {
                         Err(RecvTimeoutError::Timeout) => {}
                         // Told to stop, or the tracker is gone.
@@ -248,14 +358,14 @@ impl Sampler {
         Sampler { stop, handle }
     }
 
-    /// Stops the thread; returns its reader and the peak RSS it saw.
-    fn join(self) -> (RssReader, u64) {
+    /// Stops the thread; returns its reader and the peaks it saw.
+    fn join(self) -> (RssReader, Peaks) {
         let _ = self.stop.send(());
         match self.handle.join() {
             Ok(result) => result,
             // The sampler cannot panic short of a bug in sysinfo; carry on
             // with a fresh reader and no samples rather than failing training.
-            Err(_) => (RssReader::new(), 0),
+            Err(_) => (RssReader::new(), Peaks::default()),
         }
     }
 }
@@ -265,12 +375,23 @@ struct Running {
     stage: Stage,
     rss_at_start: u64,
     hwm_at_start: Option<u64>,
+    gpu_at_start: Option<u64>,
     sampler: Sampler,
 }
 
-/// What a finished stage measured, as HF's `self.cpu[stage]`.
+/// What a finished stage measured, as HF's `self.cpu[stage]` (and
+/// `self.gpu[stage]` when the process uses a GPU).
 #[derive(Debug, Clone, Copy)]
 struct StageMemory {
+    begin: u64,
+    alloc: i64,
+    peaked: u64,
+    gpu: Option<GpuStage>,
+}
+
+/// A stage's GPU figures, with HF's formulas over used device memory.
+#[derive(Debug, Clone, Copy)]
+struct GpuStage {
     begin: u64,
     alloc: i64,
     peaked: u64,
@@ -345,11 +466,19 @@ impl MemoryTracker {
         let mut reader = self.reader.take().unwrap_or_else(RssReader::new);
         let hwm_at_start = os_peak_rss();
         let rss_at_start = reader.read();
+        let gpu_at_start = first_gpu_used();
         self.running = Some(Running {
             stage,
             rss_at_start,
             hwm_at_start,
-            sampler: Sampler::spawn(reader, rss_at_start),
+            gpu_at_start,
+            sampler: Sampler::spawn(
+                reader,
+                Peaks {
+                    rss: rss_at_start,
+                    gpu: gpu_at_start,
+                },
+            ),
         });
     }
 
@@ -366,8 +495,9 @@ impl MemoryTracker {
         let Some(running) = self.running.take_if(|r| r.stage == stage) else {
             return;
         };
-        let (mut reader, sampled_peak) = running.sampler.join();
+        let (mut reader, sampled) = running.sampler.join();
         let rss_now = reader.read();
+        let gpu_now = first_gpu_used();
         self.reader = Some(reader);
         // A high-water mark that rose during the stage was reached during
         // it: it is then the stage's exact peak, even if the sampler missed
@@ -376,13 +506,23 @@ impl MemoryTracker {
             (Some(before), Some(after)) if after > before => after,
             _ => 0,
         };
-        let peak = sampled_peak.max(hwm_peak);
+        let peak = sampled.rss.max(hwm_peak);
+        // A stage that created the CUDA context started from 0 on the GPU.
+        let gpu = gpu_now.map(|now| {
+            let begin = running.gpu_at_start.unwrap_or(0);
+            GpuStage {
+                begin,
+                alloc: now as i64 - begin as i64,
+                peaked: sampled.gpu.unwrap_or(0).max(now).saturating_sub(now),
+            }
+        });
         self.done.insert(
             stage,
             StageMemory {
                 begin: running.rss_at_start,
                 alloc: rss_now as i64 - running.rss_at_start as i64,
                 peaked: peak.saturating_sub(rss_now),
+                gpu,
             },
         );
     }
@@ -416,14 +556,19 @@ impl MemoryTracker {
             if let Some(memory) = self.done.get(&s) {
                 metrics.insert(format!("{s}_mem_cpu_alloc_delta"), memory.alloc as f64);
                 metrics.insert(format!("{s}_mem_cpu_peaked_delta"), memory.peaked as f64);
+                if let Some(gpu) = memory.gpu {
+                    metrics.insert(format!("{s}_mem_gpu_alloc_delta"), gpu.alloc as f64);
+                    metrics.insert(format!("{s}_mem_gpu_peaked_delta"), gpu.peaked as f64);
+                }
             }
         }
         if report_init {
             self.init_reported = true;
-            metrics.insert(
-                "before_init_mem_cpu".to_string(),
-                self.done[&Stage::Init].begin as f64,
-            );
+            let init = self.done[&Stage::Init];
+            metrics.insert("before_init_mem_cpu".to_string(), init.begin as f64);
+            if let Some(gpu) = init.gpu {
+                metrics.insert("before_init_mem_gpu".to_string(), gpu.begin as f64);
+            }
         }
     }
 }
