@@ -21,7 +21,8 @@
 //! compare tokens/s across the two.
 //!
 //! Run: `cargo bench -p taper --features cuda --bench throughput`; options
-//! `--steps N`, `--warmup N`, `--modes trainer-f32,bare-bf16,...`, and
+//! `--steps N`, `--warmup N`, `--modes trainer-f32,bare-bf16,...` (and
+//! `phases-f32`, `phases-bf16`: forward, backward and AdamW timed apart), and
 //! `--recipes` to also train the small GPT's reverse task in f32, bf16 and
 //! fp16 on the selected device (a correctness check: eval accuracy).
 
@@ -236,6 +237,38 @@ fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, out: &mut Measured) {
     out.last_loss = losses.last().copied().unwrap_or(f64::NAN);
 }
 
+/// Where a bare step's time goes: forward (with the loss), backward, optimizer,
+/// each ended by a device synchronisation (which adds a little to the total).
+fn run_phases(setup: &Setup, model: Gpt, mode: &str) {
+    let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
+    let params = Parameters::from_varmap(model.varmap());
+    let mut opt = optim::build(&training_args(setup, false), params.clone()).unwrap();
+    let mut totals = [0.0f64; 3];
+    for (i, chunk) in data.samples().chunks(setup.batch_size).enumerate() {
+        let batch = default_collate(chunk, &setup.device).unwrap();
+        setup.device.synchronize().unwrap();
+        let t0 = Instant::now();
+        let loss = model.forward(&batch, true).unwrap().loss.unwrap();
+        setup.device.synchronize().unwrap();
+        let t1 = Instant::now();
+        let grads = Gradients::from_store(&params, &loss.backward().unwrap());
+        setup.device.synchronize().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads, 3e-4).unwrap();
+        setup.device.synchronize().unwrap();
+        let t3 = Instant::now();
+        if i >= setup.warmup {
+            for (total, (a, b)) in totals.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+                *total += (b - a).as_secs_f64() * 1e3 / setup.steps as f64;
+            }
+        }
+    }
+    println!(
+        "PHASES {mode}: forward+loss {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
+        totals[0], totals[1], totals[2]
+    );
+}
+
 fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
     let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
     let batches: Vec<Batch> = data
@@ -272,8 +305,22 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
     out.ms_per_step = start.elapsed().as_secs_f64() * 1e3 / setup.steps as f64;
 }
 
-/// One mode, in this (child) process; prints a `RESULT` line.
+/// One mode, in this (child) process; prints a `RESULT` line. A mode ending
+/// in `+trim` turns off the GPU memory pool's caching (CUDA's default), to
+/// measure what the caching gains.
 fn child(setup: &Setup, mode: &str) {
+    let (mode, trim) = match mode.strip_suffix("+trim") {
+        Some(base) => (base, true),
+        None => (mode, false),
+    };
+    if trim && setup.device.is_cuda() {
+        taper::device::set_gpu_memory_caching(0, false).unwrap();
+    }
+    let label = if trim {
+        format!("{mode}+trim")
+    } else {
+        mode.to_string()
+    };
     let context_bytes = gpu_used();
     let mut model = Gpt::new(&setup.config, 0, &setup.device).unwrap();
     let bf16 = mode.ends_with("bf16");
@@ -290,11 +337,14 @@ fn child(setup: &Setup, mode: &str) {
     };
     if mode.starts_with("trainer") {
         run_trainer(setup, model, bf16, &mut out);
+    } else if mode.starts_with("phases") {
+        run_phases(setup, model, &label);
+        return;
     } else {
         run_bare(setup, model, &mut out);
     }
     println!(
-        "RESULT {mode} {} {} {} {} {} {} {}",
+        "RESULT {label} {} {} {} {} {} {} {}",
         out.ms_per_step,
         out.flops_per_step,
         out.tokens_per_step,
@@ -334,21 +384,38 @@ fn recipes() {
     let recipe = Recipe::new(Some("gpt"), Some("reverse")).unwrap();
     for precision in ["f32", "bf16", "fp16"] {
         let dir = std::env::temp_dir().join(format!("taper-recipe-{precision}"));
-        let mut cli: Vec<String> = ["--output_dir", &dir.display().to_string(), "--disable_tqdm"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut cli: Vec<String> = [
+            "--output_dir",
+            &dir.display().to_string(),
+            "--disable_tqdm",
+            "--skip_memory_metrics",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if precision != "f32" {
             cli.extend([format!("--{precision}"), "true".to_string()]);
         }
         let start = Instant::now();
         let (train, eval) = recipe.run(recipe.arguments(None, &cli).unwrap()).unwrap();
+        let mib = |key: &str| {
+            train
+                .get(key)
+                .map_or("-".into(), |b| format!("{:.0}", b / 1048576.0))
+        };
         println!(
-            "recipe gpt/reverse {precision}: eval_accuracy {:.4}, eval_loss {:.4}, train_loss {:.4}, {:.1} s",
+            "recipe gpt/reverse {precision}: eval_accuracy {:.4}, eval_loss {:.4}, train_loss {:.4}, {:.1} s; \
+             MiB: before_init_mem_gpu {}, init_mem_gpu_alloc_delta {}, train_mem_gpu_alloc_delta {}, \
+             train_mem_gpu_peaked_delta {}",
             eval["eval_accuracy"],
             eval["eval_loss"],
             train["train_loss"],
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            mib("before_init_mem_gpu"),
+            mib("init_mem_gpu_alloc_delta"),
+            mib("train_mem_gpu_alloc_delta"),
+            mib("train_mem_gpu_peaked_delta"),
         );
     }
 }
@@ -381,6 +448,10 @@ fn main() {
         }
         let output = command.output().expect("running a child");
         let stdout = String::from_utf8_lossy(&output.stdout);
+        if let Some(line) = stdout.lines().find(|l| l.starts_with("PHASES")) {
+            println!("{line}");
+            continue;
+        }
         match stdout.lines().find_map(parse_result) {
             Some(result) => results.push(result),
             None => eprintln!(
@@ -393,11 +464,10 @@ fn main() {
     println!("| mode | ms/step | tokens/s | TFLOP/s | peak GPU mem GiB (context GiB) | loss first -> last | Trainer / bare |");
     println!("|---|---|---|---|---|---|---|");
     for (mode, m) in &results {
-        let precision = mode.rsplit('-').next().unwrap_or("");
-        let ratio = if mode.starts_with("trainer") {
+        let ratio = if let Some(variant) = mode.strip_prefix("trainer-") {
             results
                 .iter()
-                .find(|(other, _)| *other == format!("bare-{precision}"))
+                .find(|(other, _)| *other == format!("bare-{variant}"))
                 .map_or("-".to_string(), |(_, bare)| {
                     format!("{:.3}", m.ms_per_step / bare.ms_per_step)
                 })

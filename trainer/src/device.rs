@@ -11,6 +11,15 @@
 //! `Device::new_cuda(0)` are different devices, and a tensor of one cannot
 //! meet a tensor of the other. [`select`] therefore creates each GPU's
 //! device once and hands out that one every time.
+//!
+//! GPU memory: candle allocates through CUDA's stream-ordered allocator
+//! (`cuMemAllocAsync`), whose pool by default gives every freed byte back
+//! to the driver at each synchronisation, and a training step synchronises
+//! at least once (reading the loss). The next step then maps all its
+//! memory anew, which on the reference GPT cost more time than the matrix
+//! products (notes/gpu-performance.md). [`gpu`] therefore keeps freed memory
+//! cached in the pool ([`set_gpu_memory_caching`]), as PyTorch's caching
+//! allocator does; the device's used memory then includes that cache.
 
 use candle_core::Device;
 
@@ -66,8 +75,41 @@ pub fn gpu(ordinal: usize) -> Result<Option<Device>> {
         return Ok(Some(device.clone()));
     }
     let device = Device::new_cuda(ordinal)?;
+    set_gpu_memory_caching(ordinal, true)?;
     devices.insert(ordinal, device.clone());
     Ok(Some(device))
+}
+
+/// Whether memory freed on GPU `ordinal` stays cached in its CUDA memory
+/// pool for reuse (`true`: release threshold "never") or goes back to the
+/// driver at every synchronisation (`false`: CUDA's default). [`gpu`] turns
+/// caching on; a model built on a `Device::new_cuda` of its own can call
+/// this too. A no-op without the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let mut threshold: u64 = if cache { u64::MAX } else { 0 };
+    // SAFETY: the device comes from the driver, the pool from the device,
+    // and the attribute's value is the u64 it expects.
+    unsafe {
+        let device = result::device::get(ordinal as i32).map_err(candle_core::Error::wrap)?;
+        let pool = result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .map_err(candle_core::Error::wrap)?;
+    }
+    Ok(())
+}
+
+/// Without the `cuda` feature there is no GPU memory to cache.
+#[cfg(not(feature = "cuda"))]
+pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
+    let _ = (ordinal, cache);
+    Ok(())
 }
 
 /// Without the `cuda` feature there is never a GPU.
