@@ -57,8 +57,11 @@
 //! other process on the same GPU, unlike PyTorch's `memory_allocated`,
 //! which counts live tensors only. The peak is the highest such reading:
 //! the sampling thread reads it every [`GPU_SAMPLE_EVERY`] RSS samples, and
-//! every [`snapshot`] updates it. Without the feature `gpus` is empty and
-//! no `*_gpu_*` metric appears.
+//! every [`snapshot`] updates it. Since [`crate::device`] keeps freed GPU
+//! memory cached in the CUDA pool, used memory rarely shrinks: a stage's
+//! `alloc_delta` is then what its peak added to the cache, and
+//! `peaked_delta` stays near 0 (PyTorch's `memory_reserved` behaves alike).
+//! Without the feature `gpus` is empty and no `*_gpu_*` metric appears.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -180,73 +183,8 @@ fn first_gpu_used() -> Option<u64> {
     })
 }
 
-/// GPU memory through the CUDA driver.
-#[cfg(feature = "cuda")]
-mod gpu {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-
-    use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaContext};
-
-    /// The peak used bytes seen per device.
-    static PEAKS: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
-
-    /// Records a reading; returns the device's peak so far.
-    pub(super) fn record_peak(device: usize, used: u64) -> u64 {
-        let mut peaks = PEAKS.lock().unwrap_or_else(|p| p.into_inner());
-        let peak = peaks.entry(device).or_insert(0);
-        *peak = (*peak).max(used);
-        *peak
-    }
-
-    /// `(ordinal, used bytes)` of every GPU whose primary context is active
-    /// in this process (candle uses primary contexts). A device the process
-    /// never used is not touched: retaining its context would allocate one.
-    pub(super) fn used() -> Vec<(usize, u64)> {
-        static CONTEXTS: OnceLock<Mutex<Vec<Option<Arc<CudaContext>>>>> = OnceLock::new();
-        let Ok(count) = CudaContext::device_count() else {
-            return Vec::new();
-        };
-        let mut contexts = CONTEXTS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        contexts.resize(count.max(0) as usize, None);
-        let mut out = Vec::new();
-        for (ordinal, slot) in contexts.iter_mut().enumerate() {
-            if slot.is_none() && primary_context_active(ordinal) {
-                // Retaining an active primary context costs nothing more.
-                *slot = CudaContext::new(ordinal).ok();
-            }
-            if let Some(Ok((free, total))) = slot.as_ref().map(|c| c.mem_get_info()) {
-                out.push((ordinal, total.saturating_sub(free) as u64));
-            }
-        }
-        out
-    }
-
-    fn primary_context_active(ordinal: usize) -> bool {
-        let Ok(device) = result::device::get(ordinal as i32) else {
-            return false;
-        };
-        let (mut flags, mut active) = (0, 0);
-        // SAFETY: `device` comes from the driver, the pointers from locals.
-        let status = unsafe { sys::cuDevicePrimaryCtxGetState(device, &mut flags, &mut active) };
-        status == sys::CUresult::CUDA_SUCCESS && active != 0
-    }
-}
-
-/// Without the `cuda` feature there are no GPUs to read.
-#[cfg(not(feature = "cuda"))]
-mod gpu {
-    pub(super) fn record_peak(_device: usize, used: u64) -> u64 {
-        used
-    }
-
-    pub(super) fn used() -> Vec<(usize, u64)> {
-        Vec::new()
-    }
-}
+/// GPU memory readings (the `cuda` feature).
+mod gpu;
 
 /// The process's peak RSS: `VmHWM` where the OS reports it, never below the
 /// highest RSS this module has read.
