@@ -46,9 +46,22 @@
 //! that updates metrics. There is no garbage collector to run before reading
 //! as HF does: Rust and candle free memory as soon as it is dropped.
 //!
-//! GPU memory: [`MemorySnapshot::gpus`] and [`GpuMemory`] are the seam for
-//! a later `cuda` feature, which will fill them (and add HF's
-//! `{stage}_mem_gpu_*` metrics). Without it `gpus` is always empty.
+//! GPU memory (the `cuda` feature): each GPU on which this process has a
+//! CUDA context appears in [`MemorySnapshot::gpus`], and the stages add
+//! HF's `{stage}_mem_gpu_alloc_delta`, `{stage}_mem_gpu_peaked_delta` and
+//! `before_init_mem_gpu`, with the same formulas, for the process's first
+//! GPU (HF reports the current device). candle keeps no allocator
+//! statistics, so "used" is the driver's `total - free`
+//! (`cuMemGetInfo`): everything resident on the device, which counts this
+//! process's CUDA context (some 500 MB) and cached memory pools, and any
+//! other process on the same GPU, unlike PyTorch's `memory_allocated`,
+//! which counts live tensors only. The peak is the highest such reading:
+//! the sampling thread reads it every [`GPU_SAMPLE_EVERY`] RSS samples, and
+//! every [`snapshot`] updates it. Since [`crate::device`] keeps freed GPU
+//! memory cached in the CUDA pool, used memory rarely shrinks: a stage's
+//! `alloc_delta` is then what its peak added to the cache, and
+//! `peaked_delta` stays near 0 (PyTorch's `memory_reserved` behaves alike).
+//! Without the feature `gpus` is empty and no `*_gpu_*` metric appears.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +77,12 @@ use crate::metrics::Metrics;
 
 /// How often the sampling thread reads RSS while a stage runs.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The sampling thread reads GPU memory once every this many RSS reads:
+/// a driver call that takes a lock the training thread's launches also
+/// take is not worth making every millisecond, and activation peaks last
+/// much longer than 5 ms.
+pub const GPU_SAMPLE_EVERY: u32 = 5;
 
 /// The highest RSS any read in this process has seen: the process peak where
 /// the operating system does not report one.
@@ -100,16 +119,15 @@ impl fmt::Display for Stage {
     }
 }
 
-/// Memory of one GPU. Filled only by the future `cuda` feature; see
-/// [`MemorySnapshot::gpus`].
+/// Memory of one GPU (the `cuda` feature); see [`MemorySnapshot::gpus`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuMemory {
     /// The device ordinal.
     pub device: usize,
-    /// Bytes in use on the device now.
+    /// Bytes in use on the device now (`total - free`: the whole device,
+    /// CUDA context and memory pools included; see the module docs).
     pub used: u64,
-    /// The most bytes in use on the device since the process started (or
-    /// since its peak statistics were last reset).
+    /// The most bytes in use on the device that this process has seen.
     pub peak: u64,
 }
 
@@ -122,12 +140,12 @@ pub struct MemorySnapshot {
     /// elsewhere the highest RSS this module has read. Never below
     /// `cpu_rss`.
     pub cpu_peak_rss: u64,
-    /// One entry per GPU. Always empty until the `cuda` feature exists; it
-    /// will fill this with each device's used and peak memory.
+    /// One entry per GPU this process has a CUDA context on, by ordinal.
+    /// Empty without the `cuda` feature, or before the process used a GPU.
     pub gpus: Vec<GpuMemory>,
 }
 
-/// The current RSS and peak RSS of this process (and, later, GPU memory).
+/// The current RSS and peak RSS of this process, and its GPUs' memory.
 ///
 /// Cheap enough to poll several times a second: it refreshes only this
 /// process's memory figures.
@@ -145,11 +163,28 @@ pub fn snapshot() -> MemorySnapshot {
     }
 }
 
-/// GPU memory of every device: the seam for the `cuda` feature. Empty
-/// without it.
+/// Used and peak memory of every GPU this process uses.
 fn gpu_memory() -> Vec<GpuMemory> {
-    Vec::new()
+    gpu::used()
+        .into_iter()
+        .map(|(device, used)| GpuMemory {
+            device,
+            used,
+            peak: gpu::record_peak(device, used),
+        })
+        .collect()
 }
+
+/// Used bytes of the process's first GPU (the one HF's metrics report).
+fn first_gpu_used() -> Option<u64> {
+    gpu::used().first().map(|&(device, used)| {
+        gpu::record_peak(device, used);
+        used
+    })
+}
+
+/// GPU memory readings (the `cuda` feature).
+mod gpu;
 
 /// The process's peak RSS: `VmHWM` where the OS reports it, never below the
 /// highest RSS this module has read.
@@ -220,22 +255,35 @@ impl RssReader {
     }
 }
 
-/// The thread that samples RSS while a stage runs. It gives back its reader
-/// and the highest RSS it saw when joined.
+/// What the sampling thread saw: the highest RSS, and the highest used
+/// memory of the first GPU (`None` while the process used none).
+#[derive(Debug, Clone, Copy, Default)]
+struct Peaks {
+    rss: u64,
+    gpu: Option<u64>,
+}
+
+/// The thread that samples RSS (and GPU memory) while a stage runs. It gives
+/// back its reader and the peaks it saw when joined.
 struct Sampler {
     stop: Sender<()>,
-    handle: JoinHandle<(RssReader, u64)>,
+    handle: JoinHandle<(RssReader, Peaks)>,
 }
 
 impl Sampler {
-    fn spawn(mut reader: RssReader, floor: u64) -> Self {
+    fn spawn(mut reader: RssReader, floor: Peaks) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         let handle = thread::Builder::new()
             .name("taper-memory-sampler".into())
             .spawn(move || {
                 let mut peak = floor;
-                loop {
-                    peak = peak.max(reader.read());
+                for sample in 0u32.. {
+                    peak.rss = peak.rss.max(reader.read());
+                    if sample % GPU_SAMPLE_EVERY == 0 {
+                        if let Some(used) = first_gpu_used() {
+                            peak.gpu = Some(peak.gpu.unwrap_or(0).max(used));
+                        }
+                    }
                     match stopped.recv_timeout(SAMPLE_INTERVAL) {
                         Err(RecvTimeoutError::Timeout) => {}
                         // Told to stop, or the tracker is gone.
@@ -248,14 +296,14 @@ impl Sampler {
         Sampler { stop, handle }
     }
 
-    /// Stops the thread; returns its reader and the peak RSS it saw.
-    fn join(self) -> (RssReader, u64) {
+    /// Stops the thread; returns its reader and the peaks it saw.
+    fn join(self) -> (RssReader, Peaks) {
         let _ = self.stop.send(());
         match self.handle.join() {
             Ok(result) => result,
             // The sampler cannot panic short of a bug in sysinfo; carry on
             // with a fresh reader and no samples rather than failing training.
-            Err(_) => (RssReader::new(), 0),
+            Err(_) => (RssReader::new(), Peaks::default()),
         }
     }
 }
@@ -265,12 +313,23 @@ struct Running {
     stage: Stage,
     rss_at_start: u64,
     hwm_at_start: Option<u64>,
+    gpu_at_start: Option<u64>,
     sampler: Sampler,
 }
 
-/// What a finished stage measured, as HF's `self.cpu[stage]`.
+/// What a finished stage measured, as HF's `self.cpu[stage]` (and
+/// `self.gpu[stage]` when the process uses a GPU).
 #[derive(Debug, Clone, Copy)]
 struct StageMemory {
+    begin: u64,
+    alloc: i64,
+    peaked: u64,
+    gpu: Option<GpuStage>,
+}
+
+/// A stage's GPU figures, with HF's formulas over used device memory.
+#[derive(Debug, Clone, Copy)]
+struct GpuStage {
     begin: u64,
     alloc: i64,
     peaked: u64,
@@ -345,11 +404,19 @@ impl MemoryTracker {
         let mut reader = self.reader.take().unwrap_or_else(RssReader::new);
         let hwm_at_start = os_peak_rss();
         let rss_at_start = reader.read();
+        let gpu_at_start = first_gpu_used();
         self.running = Some(Running {
             stage,
             rss_at_start,
             hwm_at_start,
-            sampler: Sampler::spawn(reader, rss_at_start),
+            gpu_at_start,
+            sampler: Sampler::spawn(
+                reader,
+                Peaks {
+                    rss: rss_at_start,
+                    gpu: gpu_at_start,
+                },
+            ),
         });
     }
 
@@ -366,8 +433,9 @@ impl MemoryTracker {
         let Some(running) = self.running.take_if(|r| r.stage == stage) else {
             return;
         };
-        let (mut reader, sampled_peak) = running.sampler.join();
+        let (mut reader, sampled) = running.sampler.join();
         let rss_now = reader.read();
+        let gpu_now = first_gpu_used();
         self.reader = Some(reader);
         // A high-water mark that rose during the stage was reached during
         // it: it is then the stage's exact peak, even if the sampler missed
@@ -376,13 +444,23 @@ impl MemoryTracker {
             (Some(before), Some(after)) if after > before => after,
             _ => 0,
         };
-        let peak = sampled_peak.max(hwm_peak);
+        let peak = sampled.rss.max(hwm_peak);
+        // A stage that created the CUDA context started from 0 on the GPU.
+        let gpu = gpu_now.map(|now| {
+            let begin = running.gpu_at_start.unwrap_or(0);
+            GpuStage {
+                begin,
+                alloc: now as i64 - begin as i64,
+                peaked: sampled.gpu.unwrap_or(0).max(now).saturating_sub(now),
+            }
+        });
         self.done.insert(
             stage,
             StageMemory {
                 begin: running.rss_at_start,
                 alloc: rss_now as i64 - running.rss_at_start as i64,
                 peaked: peak.saturating_sub(rss_now),
+                gpu,
             },
         );
     }
@@ -416,14 +494,19 @@ impl MemoryTracker {
             if let Some(memory) = self.done.get(&s) {
                 metrics.insert(format!("{s}_mem_cpu_alloc_delta"), memory.alloc as f64);
                 metrics.insert(format!("{s}_mem_cpu_peaked_delta"), memory.peaked as f64);
+                if let Some(gpu) = memory.gpu {
+                    metrics.insert(format!("{s}_mem_gpu_alloc_delta"), gpu.alloc as f64);
+                    metrics.insert(format!("{s}_mem_gpu_peaked_delta"), gpu.peaked as f64);
+                }
             }
         }
         if report_init {
             self.init_reported = true;
-            metrics.insert(
-                "before_init_mem_cpu".to_string(),
-                self.done[&Stage::Init].begin as f64,
-            );
+            let init = self.done[&Stage::Init];
+            metrics.insert("before_init_mem_cpu".to_string(), init.begin as f64);
+            if let Some(gpu) = init.gpu {
+                metrics.insert("before_init_mem_gpu".to_string(), gpu.begin as f64);
+            }
         }
     }
 }

@@ -46,6 +46,14 @@ pub trait Model {
         None
     }
 
+    /// Sets how the forward pass computes (see [`crate::precision`]): the
+    /// Trainer calls it before training (`bf16`, `fp16`) and evaluating
+    /// (`*_full_eval`). The default ignores it, so a model that does not
+    /// implement it computes in f32, which is always correct.
+    fn set_precision(&mut self, precision: crate::precision::Precision) {
+        let _ = precision;
+    }
+
     /// The number of scalar parameters.
     fn num_parameters(&self) -> usize {
         self.varmap()

@@ -5,7 +5,6 @@
 //! larger learning rate than HF's fine-tuning default of 5e-5); a config
 //! file and `--key value` pairs override both.
 
-use candle_core::Device;
 use serde_json::json;
 
 use crate::args::TrainingArguments;
@@ -121,11 +120,12 @@ impl Recipe {
         TrainingArguments::from_json_value_with_overrides(merged, cli)
     }
 
-    /// Trains and evaluates on the CPU: prints progress and the metric blocks,
-    /// writes the model and `*_results.json` to `output_dir`; returns the
-    /// train and eval metrics.
+    /// Trains and evaluates on the device [`crate::device::select`] picks
+    /// (a GPU with the `cuda` feature, unless `use_cpu`): prints progress and
+    /// the metric blocks, writes the model and `*_results.json` to
+    /// `output_dir`; returns the train and eval metrics.
     pub fn run(&self, args: TrainingArguments) -> Result<(Metrics, Metrics)> {
-        let device = Device::Cpu;
+        let device = crate::device::select(&args)?;
         let output_dir = std::path::PathBuf::from(&args.output_dir);
         let seed = args.seed;
         let (train, eval) = self.data(seed)?;

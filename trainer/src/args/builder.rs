@@ -102,6 +102,8 @@ impl TrainingArgumentsBuilder {
         skip_memory_metrics: bool,
         bf16: bool,
         fp16: bool,
+        bf16_full_eval: bool,
+        fp16_full_eval: bool,
         use_cpu: bool,
     );
 

@@ -149,6 +149,8 @@ pub const FIELDS: &[FieldInfo] = &[
     f("resume_from_checkpoint", OptStr, "Checkpoint folder to resume from (read by scripts)."),
     f("bf16", Bool, "bf16 mixed precision."),
     f("fp16", Bool, "fp16 mixed precision (needs a GPU)."),
+    f("bf16_full_eval", Bool, "Evaluate entirely in bf16, not mixed."),
+    f("fp16_full_eval", Bool, "Evaluate entirely in fp16, not mixed."),
     f("use_cpu", Bool, "Train on the CPU even when an accelerator is available. Old name: no_cuda."),
     f("log_level", Str, "Main process log level: debug, info, warning, error, critical or passive."),
     f("log_level_replica", Str, "Replica log level; same choices as log_level."),

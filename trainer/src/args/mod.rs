@@ -185,6 +185,10 @@ pub struct TrainingArguments {
     pub bf16: bool,
     /// fp16 mixed precision (needs a GPU). Default `false`.
     pub fp16: bool,
+    /// Evaluate entirely in bf16 (weights and activations), not mixed. Default `false`.
+    pub bf16_full_eval: bool,
+    /// Evaluate entirely in fp16 (weights and activations), not mixed. Default `false`.
+    pub fp16_full_eval: bool,
     /// Train on the CPU even when an accelerator is available. Default `false`.
     /// The old name `no_cuda` is accepted when parsing.
     pub use_cpu: bool,
@@ -249,6 +253,8 @@ impl Default for TrainingArguments {
             resume_from_checkpoint: None,
             bf16: false,
             fp16: false,
+            bf16_full_eval: false,
+            fp16_full_eval: false,
             use_cpu: false,
             log_level: "passive".to_string(),
             log_level_replica: "warning".to_string(),

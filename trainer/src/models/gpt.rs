@@ -8,6 +8,13 @@
 //! (they are built with `apply_op*_no_bwd`): a model trained through them
 //! silently gets no gradient past them. The layer norm and the softmax here
 //! are therefore composed of differentiable ops.
+//!
+//! Mixed precision ([`Precision`]): the weights stay f32; each forward casts
+//! every linear layer's weights to the compute dtype once (each is used once
+//! per forward) and runs the matrix products in it. The residual stream,
+//! the layer norms and the attention softmax stay in the accumulate dtype
+//! (f32 unless [`Precision::Full`]), as under PyTorch's autocast. The
+//! logits come out in the compute dtype; the loss upcasts them.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
@@ -15,6 +22,7 @@ use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelOutput};
+use crate::precision::Precision;
 
 /// The shape of a [`Gpt`].
 #[derive(Debug, Clone, PartialEq)]
@@ -58,14 +66,23 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises `x` in its own dtype.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::layer_norm_slow(
             x,
-            &self.weight,
-            &self.bias,
+            &self.weight.to_dtype(x.dtype())?,
+            &self.bias.to_dtype(x.dtype())?,
             1e-5,
         )?)
     }
+}
+
+/// `x @ w^T + b` in `dtype`: the f32 weights are cast (a no-op in f32), and
+/// the cast's backward pass brings the gradients back to them in f32.
+fn linear(layer: &Linear, x: &Tensor, dtype: DType) -> Result<Tensor> {
+    let weight = layer.weight().to_dtype(dtype)?;
+    let bias = layer.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+    Ok(Linear::new(weight, bias).forward(&x.to_dtype(dtype)?)?)
 }
 
 struct Block {
@@ -92,27 +109,32 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention(&self.ln_1.forward(x)?, mask)?)?;
-        let h = self.fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
-        Ok((&x + self.fc_proj.forward(&h)?)?)
+    /// `x` and `mask` are in the accumulate dtype of `precision`.
+    fn forward(&self, x: &Tensor, mask: &Tensor, precision: Precision) -> Result<Tensor> {
+        let (compute, stream) = (precision.compute_dtype(), x.dtype());
+        let attn = self.attention(&self.ln_1.forward(x)?, mask, compute)?;
+        let x = (x + attn.to_dtype(stream)?)?;
+        let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?.gelu()?;
+        Ok((&x + linear(&self.fc_proj, &h, compute)?.to_dtype(stream)?)?)
     }
 
-    fn attention(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Projections and products in `compute`; the scores are masked and
+    /// softmaxed in the dtype of `x` (f32 under mixed precision).
+    fn attention(&self, x: &Tensor, mask: &Tensor, compute: DType) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let head_dim = d / self.n_head;
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = linear(&self.qkv, x, compute)?
             .reshape((b, t, 3, self.n_head, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?
+            .to_dtype(x.dtype())?
+            .broadcast_add(mask)?;
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(compute)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        Ok(self.proj.forward(&out)?)
+        linear(&self.proj, &out, compute)
     }
 }
 
@@ -125,6 +147,7 @@ pub struct Gpt {
     ln_f: LayerNorm,
     lm_head: Linear,
     varmap: VarMap,
+    precision: Precision,
 }
 
 impl Gpt {
@@ -149,6 +172,7 @@ impl Gpt {
             ln_f: LayerNorm::new(d, vb.pp("ln_f"))?,
             lm_head: candle_nn::linear_no_bias(d, config.vocab_size, vb.pp("lm_head"))?,
             varmap,
+            precision: Precision::F32,
         })
     }
 
@@ -157,7 +181,8 @@ impl Gpt {
         &self.config
     }
 
-    /// Logits `(batch, seq, vocab)` for token ids `(batch, seq)`.
+    /// Logits `(batch, seq, vocab)` for token ids `(batch, seq)`, in the
+    /// compute dtype of the model's precision (f32 unless set otherwise).
     pub fn logits(&self, tokens: &Tensor) -> Result<Tensor> {
         let (_b, t) = tokens.dims2()?;
         if t > self.config.max_seq_len {
@@ -168,15 +193,21 @@ impl Gpt {
         }
         let device = tokens.device();
         let positions = Tensor::arange(0u32, t as u32, device)?;
+        let stream = self.precision.accumulate_dtype();
         let mut x = self
             .wte
             .forward(tokens)?
-            .broadcast_add(&self.wpe.forward(&positions)?)?;
-        let mask = causal_mask(t, device)?;
+            .broadcast_add(&self.wpe.forward(&positions)?)?
+            .to_dtype(stream)?;
+        let mask = causal_mask(t, device)?.to_dtype(stream)?;
         for block in &self.blocks {
-            x = block.forward(&x, &mask)?;
+            x = block.forward(&x, &mask, self.precision)?;
         }
-        Ok(self.lm_head.forward(&self.ln_f.forward(&x)?)?)
+        linear(
+            &self.lm_head,
+            &self.ln_f.forward(&x)?,
+            self.precision.compute_dtype(),
+        )
     }
 }
 
@@ -195,6 +226,10 @@ impl Model for Gpt {
 
     fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     /// HF's estimate: 6 x tokens x non-embedding parameters.

@@ -1,4 +1,7 @@
 //! A multi-layer perceptron classifier: `Linear -> ReLU` blocks and a linear head.
+//!
+//! Under mixed precision the layers compute in the half type, weights cast
+//! once per forward (f32 stays the master copy); the logits come out in it.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarMap};
@@ -6,6 +9,7 @@ use candle_nn::{Linear, VarMap};
 use crate::data::Batch;
 use crate::error::Result;
 use crate::model::{Model, ModelOutput};
+use crate::precision::Precision;
 
 /// The shape of an [`Mlp`].
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +26,7 @@ pub struct MlpConfig {
 pub struct Mlp {
     layers: Vec<Linear>,
     varmap: VarMap,
+    precision: Precision,
 }
 
 impl Mlp {
@@ -36,14 +41,22 @@ impl Mlp {
             .enumerate()
             .map(|(i, pair)| candle_nn::linear(pair[0], pair[1], vb.pp(format!("layers.{i}"))))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { layers, varmap })
+        Ok(Self {
+            layers,
+            varmap,
+            precision: Precision::F32,
+        })
     }
 
     /// Logits for a `(batch, input_dim)` tensor.
     pub fn logits(&self, inputs: &Tensor) -> Result<Tensor> {
-        let mut x = inputs.clone();
+        let dtype = self.precision.compute_dtype();
+        let mut x = inputs.to_dtype(dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
+            // A no-op in f32; else the weights' one cast of this forward.
+            let weight = layer.weight().to_dtype(dtype)?;
+            let bias = layer.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+            x = Linear::new(weight, bias).forward(&x)?;
             if i + 1 < self.layers.len() {
                 x = x.relu()?;
             }
@@ -59,6 +72,10 @@ impl Model for Mlp {
 
     fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     fn floating_point_ops(&self, batch: &Batch) -> Option<f64> {

@@ -20,6 +20,7 @@ use crate::checkpoint::{self, *};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optim::OptimizerState;
+use crate::precision::{LossScaler, LossScalerState};
 
 /// Where the loop continues after a resume.
 #[derive(Debug, Default)]
@@ -37,6 +38,9 @@ pub(super) struct ResumePoint {
 struct LoopState {
     losses: LossWindow,
     world_size: usize,
+    /// fp16's loss scaler (PyTorch saves it as `scaler.pt`); absent without fp16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scaler: Option<LossScalerState>,
 }
 
 impl<M: Model> Trainer<M> {
@@ -84,6 +88,7 @@ impl<M: Model> Trainer<M> {
         let loop_state = serde_json::to_value(LoopState {
             losses: losses.clone(),
             world_size: self.dist.world_size,
+            loss_scaler: self.scaler.as_ref().map(LossScaler::saved_state),
         })?;
         checkpoint::write_atomically(&dir, |tmp| {
             self.model.varmap().save(tmp.join(WEIGHTS_NAME))?;
@@ -168,6 +173,9 @@ impl<M: Model> Trainer<M> {
         self.state.save_steps = fresh.save_steps;
         self.state.train_batch_size = fresh.train_batch_size;
         let loop_state: LoopState = serde_json::from_value(read_json(LOOP_STATE_NAME)?)?;
+        if let (Some(scaler), Some(saved)) = (self.scaler.as_mut(), loop_state.loss_scaler) {
+            scaler.load_state(saved);
+        }
 
         let step = self.state.global_step;
         let updates_done = if self.args.ignore_data_skip {

@@ -140,7 +140,10 @@ impl<M: Model> Trainer<M> {
             num_micro_batches: 1,
             label_smoothing_factor: self.args.label_smoothing_factor,
             training: false,
+            loss_scale: 1.0,
         };
+        self.model
+            .set_precision(crate::precision::Precision::for_eval(&self.args));
         let (mut loss_sum, mut loss_count, mut num_samples) = (0.0, 0usize, 0usize);
         let mut gathered = Gathered::default();
         let num_batches = loader.num_batches();

@@ -23,6 +23,9 @@ pub struct StepContext {
     pub label_smoothing_factor: f64,
     /// True in training (dropout on), false in evaluation and prediction.
     pub training: bool,
+    /// fp16's loss scale: a training step multiplies its loss by it before
+    /// the backward pass (the Trainer divides the gradients by it). 1 unless `fp16`.
+    pub loss_scale: f64,
 }
 
 /// What one prediction step gives back.
@@ -63,7 +66,8 @@ pub trait TrainingHooks<M: Model>: Send {
     }
 
     /// One micro-batch: the loss (already divided by the number of
-    /// micro-batches) and the gradients of `params`.
+    /// micro-batches) and the gradients of `params`, taken of the loss times
+    /// `ctx.loss_scale` (a custom training step must scale it too).
     fn training_step(
         &self,
         model: &M,
@@ -73,7 +77,12 @@ pub trait TrainingHooks<M: Model>: Send {
     ) -> Result<(f64, Gradients)> {
         let (loss, _) = self.compute_loss(model, batch, ctx)?;
         let loss = (loss / ctx.num_micro_batches as f64)?;
-        let grads = Gradients::from_store(params, &loss.backward()?);
+        let scaled = if ctx.loss_scale == 1.0 {
+            loss.clone()
+        } else {
+            (&loss * ctx.loss_scale)?
+        };
+        let grads = Gradients::from_store(params, &scaled.backward()?);
         Ok((
             loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
             grads,
@@ -105,9 +114,17 @@ pub trait TrainingHooks<M: Model>: Send {
                 labels: None,
             });
         }
+        // Half-precision logits become f32, as HF's numpy conversion does:
+        // metrics and `predict` users get one dtype whatever the precision.
+        let logits = match output.logits.dtype() {
+            candle_core::DType::BF16 | candle_core::DType::F16 => {
+                output.logits.detach().to_dtype(candle_core::DType::F32)?
+            }
+            _ => output.logits.detach(),
+        };
         Ok(PredictionStep {
             loss,
-            logits: Some(output.logits.detach()),
+            logits: Some(logits),
             labels: batch.labels.clone(),
         })
     }

@@ -32,6 +32,7 @@ use crate::memory::{MemoryTracker, Stage};
 use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
 use crate::model::Model;
 use crate::optim::{self, Gradients, Optimizer, Parameters};
+use crate::precision::{LossScaler, Precision};
 use crate::schedule::{warmup_steps, LrScheduler, SchedulerType};
 
 /// The callback trait as a type, so events read `Callback::on_step_end`.
@@ -61,6 +62,8 @@ pub struct Trainer<M: Model> {
     memory: MemoryTracker,
     dist: DistEnv,
     collective: Arc<dyn Collective>,
+    /// fp16's dynamic loss scaling; `None` unless `fp16`.
+    scaler: Option<LossScaler>,
 }
 
 /// Training losses between two logs, and over the whole run (HF's `tr_loss`
@@ -75,14 +78,12 @@ struct LossWindow {
 impl<M: Model> Trainer<M> {
     /// A Trainer for `model` with `args` (validated here), HF's default
     /// callbacks and hooks.
-    pub fn new(mut args: TrainingArguments, model: M) -> Result<Self> {
+    pub fn new(mut args: TrainingArguments, mut model: M) -> Result<Self> {
         let mut memory = MemoryTracker::new(args.skip_memory_metrics);
         memory.start(Stage::Init);
         args.validate()?;
-        if args.bf16 || args.fp16 {
-            // Accepted so configs written for HF load; mixed precision comes with the CUDA build.
-            eprintln!("taper: warning: bf16/fp16 are not implemented yet; this run trains in f32");
-        }
+        model.set_precision(Precision::for_training(&args));
+        let scaler = args.fp16.then(LossScaler::default);
         let params = Parameters::from_varmap(model.varmap());
         let device = params
             .iter()
@@ -119,6 +120,7 @@ impl<M: Model> Trainer<M> {
             memory,
             dist,
             collective,
+            scaler,
         };
         trainer.memory.stop(Stage::Init);
         trainer
@@ -239,11 +241,17 @@ impl<M: Model> Trainer<M> {
                 let mut grads =
                     self.accumulate_gradients(&loader, &order, micro_batches.clone(), &mut losses)?;
                 self.average_gradients(&mut grads)?;
+                // As HF with a GradScaler: a skipped step still counts, the scheduler waits.
+                let finite = self.unscale_gradients(&mut grads)?;
                 grad_norm = self.clip_gradients(&mut grads)?;
                 self.emit(Callback::on_pre_optimizer_step)?;
-                self.optimizer_step(&grads)?;
+                if finite {
+                    self.optimizer_step(&grads)?;
+                }
                 self.emit(Callback::on_optimizer_step)?;
-                self.scheduler_mut().step();
+                if finite {
+                    self.scheduler_mut().step();
+                }
                 self.state.global_step += 1;
                 self.state.epoch =
                     Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
@@ -288,7 +296,11 @@ impl<M: Model> Trainer<M> {
             num_micro_batches: micro_batches.len(),
             label_smoothing_factor: self.args.label_smoothing_factor,
             training: true,
+            loss_scale: self.scaler.as_ref().map_or(1.0, LossScaler::scale),
         };
+        // An evaluation since the last step may have set its own precision.
+        self.model
+            .set_precision(Precision::for_training(&self.args));
         let last = micro_batches.end - 1;
         let mut grads = Gradients::default();
         for index in micro_batches {
@@ -326,6 +338,26 @@ impl<M: Model> Trainer<M> {
         } else {
             Ok(None)
         }
+    }
+
+    /// fp16: divides the gradients by the loss scale and adapts the scale;
+    /// false when they overflowed, and the optimizer step is to be skipped.
+    fn unscale_gradients(&mut self, grads: &mut Gradients) -> Result<bool> {
+        let Some(scaler) = self.scaler.as_mut() else {
+            return Ok(true);
+        };
+        let finite = scaler.unscale(grads)?;
+        if let Some(message) = scaler.update(finite) {
+            if self.dist.rank == 0 {
+                eprintln!("taper: {message}");
+            }
+        }
+        Ok(finite)
+    }
+
+    /// fp16's current loss scale; `None` without `fp16`.
+    pub fn loss_scale(&self) -> Option<f64> {
+        self.scaler.as_ref().map(LossScaler::scale)
     }
 
     fn optimizer_step(&mut self, grads: &Gradients) -> Result<()> {

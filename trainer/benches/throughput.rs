@@ -1,0 +1,648 @@
+//! Training throughput of the reference GPT (issue 7's figures): the
+//! Trainer in f32 and bf16, beside a bare candle loop of the same model
+//! (forward, backward, taper's AdamW; no Trainer) for the overhead ratio.
+//!
+//! On a GPU (built with `--features cuda`): `GptConfig::reference()` (6
+//! layers, d 768, 12 heads, vocab 8192), batch 16 x 512 random tokens,
+//! AdamW (lr 3e-4, weight decay 0.01, no clipping, as the PyTorch
+//! reference `torch_gpt.py`), 3 warm-up steps then 10 timed ones between two
+//! device synchronisations. Without a GPU, a tiny GPT for a few steps, so
+//! that CI builds and runs it in seconds.
+//!
+//! Each mode runs in a child process of its own (this binary with
+//! `--child MODE`), so that its peak GPU memory is its own. Peak memory is
+//! the device's used memory (`total - free`, CUDA context included, as
+//! taper's memory metrics report it), sampled during the warm-up steps only,
+//! so that the sampling costs the timed steps nothing.
+//!
+//! TFLOP/s counts 6 x tokens x non-embedding parameters per step (the
+//! model's `floating_point_ops`, HF's estimate), which leaves out attention's
+//! own products; `torch_gpt.py` counts all parameters and attention, so
+//! compare tokens/s across the two.
+//!
+//! Run: `cargo bench -p taper --features cuda --bench throughput`; options
+//! `--steps N`, `--warmup N`, `--modes trainer-f32,bare-bf16,...` (and
+//! `phases-f32`, `phases-bf16`: forward, backward and AdamW timed apart), and
+//! `--recipes` to also train the small GPT's reverse task in f32, bf16 and
+//! fp16 on the selected device (a correctness check: eval accuracy), and
+//! `--ops` to time the model's operations one by one on the reference shapes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use taper::callbacks::TrainerCallback;
+use taper::data::{default_collate, Batch, Field, Sample, VecDataset};
+use taper::models::{Gpt, GptConfig};
+use taper::optim::{self, Gradients, Parameters};
+use taper::precision::Precision;
+use taper::trainer::{TrainerControl, TrainerState};
+use taper::{Model, Trainer, TrainingArguments};
+
+const MODES: [&str; 4] = ["trainer-f32", "bare-f32", "trainer-bf16", "bare-bf16"];
+
+/// What one mode measured.
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    ms_per_step: f64,
+    flops_per_step: f64,
+    tokens_per_step: f64,
+    peak_bytes: u64,
+    context_bytes: u64,
+    first_loss: f64,
+    last_loss: f64,
+}
+
+struct Setup {
+    device: Device,
+    config: GptConfig,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+}
+
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn setup(args: &[String]) -> Setup {
+    let device = taper::device::gpu(0).unwrap().unwrap_or(Device::Cpu);
+    let gpu = device.is_cuda();
+    let config = if gpu {
+        GptConfig::reference()
+    } else {
+        GptConfig {
+            vocab_size: 64,
+            max_seq_len: 16,
+            n_layer: 2,
+            n_head: 2,
+            d_model: 32,
+        }
+    };
+    let number = |name: &str, default: usize| {
+        option(args, name).map_or(default, |v| v.parse().expect("a whole number"))
+    };
+    Setup {
+        device,
+        config,
+        batch_size: if gpu { 16 } else { 4 },
+        warmup: number("--warmup", if gpu { 3 } else { 1 }),
+        steps: number("--steps", if gpu { 10 } else { 3 }),
+    }
+}
+
+/// Random token sequences, labels random too (as `torch_gpt.py`).
+fn random_tokens(setup: &Setup, num: usize) -> VecDataset {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let (v, t) = (setup.config.vocab_size, setup.config.max_seq_len);
+    let samples = (0..num)
+        .map(|_| Sample {
+            input: Field::U32((0..t).map(|_| rng.random_range(0..v as u32)).collect()),
+            label: Some(Field::I64(
+                (0..t).map(|_| rng.random_range(0..v as i64)).collect(),
+            )),
+        })
+        .collect();
+    VecDataset::new(samples)
+}
+
+fn training_args(setup: &Setup, bf16: bool) -> TrainingArguments {
+    let steps = setup.warmup + setup.steps;
+    TrainingArguments::builder()
+        .output_dir(
+            std::env::temp_dir()
+                .join("taper-throughput")
+                .display()
+                .to_string(),
+        )
+        .learning_rate(3e-4)
+        .weight_decay(0.01)
+        .max_grad_norm(0.0)
+        .lr_scheduler_type("constant".to_string())
+        .max_steps(steps as i64)
+        // One log at the end of the warm-up, one at the end: their means.
+        .logging_steps(setup.warmup as f64)
+        .save_strategy(taper::args::IntervalStrategy::No)
+        .per_device_train_batch_size(setup.batch_size)
+        .optim("adamw_torch".to_string())
+        .disable_tqdm(true)
+        .bf16(bf16)
+        .build()
+        .expect("valid benchmark arguments")
+}
+
+/// Samples the device's used memory every 2 ms until stopped.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Poller {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(gpu_used());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak.max(gpu_used())
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().map_or(0, |h| h.join().unwrap())
+    }
+}
+
+fn gpu_used() -> u64 {
+    taper::memory::snapshot().gpus.first().map_or(0, |g| g.used)
+}
+
+/// When the timed steps started and ended, and the peak memory of the warm-up.
+type Marks = (Option<Instant>, Option<Instant>, u64);
+
+/// Times the Trainer's steps after the warm-up: synchronises the device and
+/// reads the clock at the end of step `warmup` and at the end of training.
+struct Timer {
+    device: Device,
+    warmup: usize,
+    poller: Arc<Mutex<Poller>>,
+    marks: Arc<Mutex<Marks>>,
+}
+
+impl TrainerCallback for Timer {
+    fn on_step_end(
+        &mut self,
+        _: &TrainingArguments,
+        state: &TrainerState,
+        _: &mut TrainerControl,
+    ) -> taper::Result<()> {
+        if state.global_step == self.warmup {
+            self.device.synchronize()?;
+            let peak = self.poller.lock().unwrap().finish();
+            *self.marks.lock().unwrap() = (Some(Instant::now()), None, peak);
+        }
+        Ok(())
+    }
+
+    fn on_train_end(
+        &mut self,
+        _: &TrainingArguments,
+        _: &TrainerState,
+        _: &mut TrainerControl,
+    ) -> taper::Result<()> {
+        self.device.synchronize()?;
+        self.marks.lock().unwrap().1 = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, out: &mut Measured) {
+    let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
+    let poller = Arc::new(Mutex::new(Poller::start()));
+    let marks = Arc::new(Mutex::new((None, None, 0)));
+    let timer = Timer {
+        device: setup.device.clone(),
+        warmup: setup.warmup,
+        poller: poller.clone(),
+        marks: marks.clone(),
+    };
+    let mut trainer = Trainer::new(training_args(setup, bf16), model)
+        .unwrap()
+        .with_train_dataset(data)
+        .with_callback(timer);
+    trainer.callbacks_mut().pop("PrinterCallback");
+    trainer.train().unwrap();
+    let (start, end, peak) = *marks.lock().unwrap();
+    out.ms_per_step = (end.unwrap() - start.unwrap()).as_secs_f64() * 1e3 / setup.steps as f64;
+    out.peak_bytes = peak;
+    // The first and the last logged loss: means over the warm-up, then over the timed steps.
+    let losses: Vec<f64> = trainer
+        .state
+        .log_history
+        .iter()
+        .filter_map(|log| log.get("loss").and_then(|l| l.as_f64()))
+        .collect();
+    out.first_loss = losses.first().copied().unwrap_or(f64::NAN);
+    out.last_loss = losses.last().copied().unwrap_or(f64::NAN);
+}
+
+/// Where a bare step's time goes: forward (with the loss), backward, optimizer,
+/// each ended by a device synchronisation (which adds a little to the total).
+fn run_phases(setup: &Setup, model: Gpt, mode: &str) {
+    let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
+    let params = Parameters::from_varmap(model.varmap());
+    let mut opt = optim::build(&training_args(setup, false), params.clone()).unwrap();
+    let mut totals = [0.0f64; 3];
+    for (i, chunk) in data.samples().chunks(setup.batch_size).enumerate() {
+        let batch = default_collate(chunk, &setup.device).unwrap();
+        setup.device.synchronize().unwrap();
+        let t0 = Instant::now();
+        let loss = model.forward(&batch, true).unwrap().loss.unwrap();
+        setup.device.synchronize().unwrap();
+        let t1 = Instant::now();
+        let grads = Gradients::from_store(&params, &loss.backward().unwrap());
+        setup.device.synchronize().unwrap();
+        let t2 = Instant::now();
+        opt.step(&grads, 3e-4).unwrap();
+        setup.device.synchronize().unwrap();
+        let t3 = Instant::now();
+        if i >= setup.warmup {
+            for (total, (a, b)) in totals.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+                *total += (b - a).as_secs_f64() * 1e3 / setup.steps as f64;
+            }
+        }
+    }
+    println!(
+        "PHASES {mode}: forward+loss {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
+        totals[0], totals[1], totals[2]
+    );
+}
+
+fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
+    let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
+    let batches: Vec<Batch> = data
+        .samples()
+        .chunks(setup.batch_size)
+        .map(|chunk| default_collate(chunk, &setup.device).unwrap())
+        .collect();
+    let params = Parameters::from_varmap(model.varmap());
+    let mut opt = optim::build(&training_args(setup, false), params.clone()).unwrap();
+    let mut poller = Poller::start();
+    let mut start = Instant::now();
+    for (i, batch) in batches.iter().enumerate() {
+        if i == setup.warmup {
+            setup.device.synchronize().unwrap();
+            out.peak_bytes = poller.finish();
+            start = Instant::now();
+        }
+        let loss = model.forward(batch, true).unwrap().loss.unwrap();
+        let grads = Gradients::from_store(&params, &loss.backward().unwrap());
+        opt.step(&grads, 3e-4).unwrap();
+        // The Trainer reads every loss back; so does this loop.
+        let value = f64::from(
+            loss.to_dtype(DType::F32)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        );
+        if i == 0 {
+            out.first_loss = value;
+        }
+        out.last_loss = value;
+    }
+    setup.device.synchronize().unwrap();
+    out.ms_per_step = start.elapsed().as_secs_f64() * 1e3 / setup.steps as f64;
+}
+
+/// ms per call of `f`, after two warm-up calls, between synchronisations.
+fn time_ms(device: &Device, reps: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> f64 {
+    for _ in 0..2 {
+        f().unwrap();
+    }
+    device.synchronize().unwrap();
+    let start = Instant::now();
+    for _ in 0..reps {
+        f().unwrap();
+    }
+    device.synchronize().unwrap();
+    start.elapsed().as_secs_f64() * 1e3 / reps as f64
+}
+
+/// The reference GPT's operations one by one, forward and forward+backward
+/// (the backward of `sum`), to see where a step's time goes.
+fn run_ops(setup: &Setup) {
+    use candle_core::{Tensor, Var, D};
+    let dev = &setup.device;
+    let (b, t, d, v) = (
+        setup.batch_size,
+        setup.config.max_seq_len,
+        setup.config.d_model,
+        setup.config.vocab_size,
+    );
+    let h = setup.config.n_head;
+    let reps = 10;
+    let var = |shape: &[usize], dtype: DType| {
+        Var::from_tensor(
+            &Tensor::randn(0f32, 1.0, shape, dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let fb = |y: Tensor| -> candle_core::Result<()> {
+        y.to_dtype(DType::F32)?.sum_all()?.backward()?;
+        Ok(())
+    };
+    let mask = Tensor::randn(0f32, 1.0, (t, t), dev).unwrap();
+    println!("| op (shape) | dtype | forward ms | forward+backward ms |");
+    println!("|---|---|---|---|");
+    for dtype in [DType::F32, DType::BF16] {
+        let row = |name: &str, fwd: f64, both: f64| {
+            println!("| {name} | {dtype:?} | {fwd:.2} | {both:.2} |");
+        };
+        let x = var(&[b * t, d], dtype);
+        let w = var(&[3 * d, d], dtype);
+        let f = || x.as_tensor().matmul(&w.as_tensor().t()?);
+        row(
+            &format!("linear {}x{d} @ {d}x{}", b * t, 3 * d),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let s = var(&[b, h, t, t], dtype);
+        let s2 = var(&[b, h, t, t], dtype);
+        let big = format!("({b},{h},{t},{t})");
+        let f = || s.as_tensor() + s2.as_tensor();
+        row(
+            &format!("add, contiguous {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let m = mask.to_dtype(dtype).unwrap();
+        let f = || s.as_tensor().broadcast_add(&m);
+        row(
+            &format!("add causal mask ({t},{t}), broadcast {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let f = || candle_nn::ops::softmax(s.as_tensor(), D::Minus1);
+        row(
+            &format!("softmax, composed {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let f = || candle_nn::ops::softmax_last_dim(s.as_tensor());
+        row(
+            &format!("softmax_last_dim, fused, no backward {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            f64::NAN,
+        );
+        let f = || s.as_tensor().to_dtype(DType::F32)?.to_dtype(dtype);
+        row(
+            &format!("cast to f32 and back {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let hx = var(&[b, t, d], dtype);
+        let (lw, lb) = (var(&[d], dtype), var(&[d], dtype));
+        let f = || {
+            candle_nn::ops::layer_norm_slow(hx.as_tensor(), lw.as_tensor(), lb.as_tensor(), 1e-5)
+        };
+        row(
+            &format!("layer_norm_slow ({b},{t},{d})"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let g = var(&[b, t, 4 * d], dtype);
+        let f = || g.as_tensor().gelu();
+        row(
+            &format!("gelu ({b},{t},{})", 4 * d),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let qkv = var(&[b, t, 3 * d], dtype);
+        let f = || -> candle_core::Result<Tensor> {
+            let p = qkv
+                .as_tensor()
+                .reshape((b, t, 3, h, d / h))?
+                .permute((2, 0, 3, 1, 4))?;
+            let (q, k) = (p.get(0)?.contiguous()?, p.get(1)?.contiguous()?);
+            q.matmul(&k.t()?)
+        };
+        row(
+            &format!("qkv split + q @ k^T -> {big}"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let logits = var(&[b * t, v], dtype);
+        let labels = Tensor::zeros(b * t, DType::I64, dev).unwrap();
+        let f = || {
+            taper::loss::cross_entropy(logits.as_tensor(), &labels, 0.0)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        row(
+            &format!("cross_entropy ({}, {v})", b * t),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+        let emb = var(&[v, d], dtype);
+        let ids = Tensor::zeros(b * t, DType::U32, dev).unwrap();
+        let f = || emb.as_tensor().index_select(&ids, 0);
+        row(
+            &format!("embedding {} ids of ({v},{d})", b * t),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
+    }
+}
+
+/// One mode, in this (child) process; prints a `RESULT` line. A mode ending
+/// in `+trim` turns off the GPU memory pool's caching (CUDA's default), to
+/// measure what the caching gains.
+fn child(setup: &Setup, mode: &str) {
+    let (mode, trim) = match mode.strip_suffix("+trim") {
+        Some(base) => (base, true),
+        None => (mode, false),
+    };
+    if trim && setup.device.is_cuda() {
+        taper::device::set_gpu_memory_caching(0, false).unwrap();
+    }
+    let label = if trim {
+        format!("{mode}+trim")
+    } else {
+        mode.to_string()
+    };
+    let context_bytes = gpu_used();
+    let mut model = Gpt::new(&setup.config, 0, &setup.device).unwrap();
+    let bf16 = mode.ends_with("bf16");
+    if bf16 {
+        model.set_precision(Precision::Mixed(DType::BF16));
+    }
+    let probe = random_tokens(setup, setup.batch_size);
+    let batch = default_collate(probe.samples(), &Device::Cpu).unwrap();
+    let mut out = Measured {
+        flops_per_step: model.floating_point_ops(&batch).unwrap(),
+        tokens_per_step: (setup.batch_size * setup.config.max_seq_len) as f64,
+        context_bytes,
+        ..Default::default()
+    };
+    if mode.starts_with("trainer") {
+        run_trainer(setup, model, bf16, &mut out);
+    } else if mode.starts_with("phases") {
+        run_phases(setup, model, &label);
+        return;
+    } else {
+        run_bare(setup, model, &mut out);
+    }
+    println!(
+        "RESULT {label} {} {} {} {} {} {} {}",
+        out.ms_per_step,
+        out.flops_per_step,
+        out.tokens_per_step,
+        out.peak_bytes,
+        out.context_bytes,
+        out.first_loss,
+        out.last_loss
+    );
+}
+
+fn parse_result(line: &str) -> Option<(String, Measured)> {
+    let mut parts = line.strip_prefix("RESULT ")?.split_whitespace();
+    let mode = parts.next()?.to_string();
+    let mut f = || parts.next().and_then(|v| v.parse::<f64>().ok());
+    Some((
+        mode,
+        Measured {
+            ms_per_step: f()?,
+            flops_per_step: f()?,
+            tokens_per_step: f()?,
+            peak_bytes: f()? as u64,
+            context_bytes: f()? as u64,
+            first_loss: f()?,
+            last_loss: f()?,
+        },
+    ))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Trains the `gpt` recipe on `reverse` in f32, bf16 and fp16 on the
+/// selected device: the eval accuracy says whether training is right there.
+fn recipes() {
+    use taper::recipes::Recipe;
+    let recipe = Recipe::new(Some("gpt"), Some("reverse")).unwrap();
+    for precision in ["f32", "bf16", "fp16"] {
+        let dir = std::env::temp_dir().join(format!("taper-recipe-{precision}"));
+        let mut cli: Vec<String> = [
+            "--output_dir",
+            &dir.display().to_string(),
+            "--disable_tqdm",
+            "--skip_memory_metrics",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if precision != "f32" {
+            cli.extend([format!("--{precision}"), "true".to_string()]);
+        }
+        let start = Instant::now();
+        let (train, eval) = recipe.run(recipe.arguments(None, &cli).unwrap()).unwrap();
+        let mib = |key: &str| {
+            train
+                .get(key)
+                .map_or("-".into(), |b| format!("{:.0}", b / 1048576.0))
+        };
+        println!(
+            "recipe gpt/reverse {precision}: eval_accuracy {:.4}, eval_loss {:.4}, train_loss {:.4}, {:.1} s; \
+             MiB: before_init_mem_gpu {}, init_mem_gpu_alloc_delta {}, train_mem_gpu_alloc_delta {}, \
+             train_mem_gpu_peaked_delta {}",
+            eval["eval_accuracy"],
+            eval["eval_loss"],
+            train["train_loss"],
+            start.elapsed().as_secs_f64(),
+            mib("before_init_mem_gpu"),
+            mib("init_mem_gpu_alloc_delta"),
+            mib("train_mem_gpu_alloc_delta"),
+            mib("train_mem_gpu_peaked_delta"),
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let setup = setup(&args);
+    if let Some(mode) = option(&args, "--child") {
+        if mode == "ops" {
+            run_ops(&setup);
+        } else {
+            child(&setup, &mode);
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--ops") {
+        // In a child too: memory the ops leave cached in this process's
+        // pool would count in the modes' device-wide peak memory.
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--child", "ops"])
+            .output()
+            .expect("running the ops child");
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let modes: Vec<String> = option(&args, "--modes").map_or_else(
+        || MODES.iter().map(|m| m.to_string()).collect(),
+        |m| m.split(',').map(str::to_string).collect(),
+    );
+    let c = &setup.config;
+    println!(
+        "GPT {} layers, d {}, {} heads, vocab {}, batch {} x {} tokens, {} warm-up + {} timed steps, on {:?}\n",
+        c.n_layer, c.d_model, c.n_head, c.vocab_size, setup.batch_size, c.max_seq_len,
+        setup.warmup, setup.steps, setup.device
+    );
+    let mut results: Vec<(String, Measured)> = Vec::new();
+    for mode in &modes {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.args(["--child", mode]);
+        for name in ["--steps", "--warmup"] {
+            if let Some(value) = option(&args, name) {
+                command.args([name, &value]);
+            }
+        }
+        let output = command.output().expect("running a child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if let Some(line) = stdout.lines().find(|l| l.starts_with("PHASES")) {
+            println!("{line}");
+            continue;
+        }
+        match stdout.lines().find_map(parse_result) {
+            Some(result) => results.push(result),
+            None => eprintln!(
+                "mode {mode} failed ({}):\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+    println!("| mode | ms/step | tokens/s | TFLOP/s | peak GPU mem GiB (context GiB) | loss first -> last | Trainer / bare |");
+    println!("|---|---|---|---|---|---|---|");
+    for (mode, m) in &results {
+        let ratio = if let Some(variant) = mode.strip_prefix("trainer-") {
+            results
+                .iter()
+                .find(|(other, _)| *other == format!("bare-{variant}"))
+                .map_or("-".to_string(), |(_, bare)| {
+                    format!("{:.3}", m.ms_per_step / bare.ms_per_step)
+                })
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "| taper {mode} | {:.1} | {:.0} | {:.1} | {} ({}) | {:.3} -> {:.3} | {ratio} |",
+            m.ms_per_step,
+            m.tokens_per_step / m.ms_per_step * 1e3,
+            m.flops_per_step / m.ms_per_step / 1e9,
+            gib(m.peak_bytes),
+            gib(m.context_bytes),
+            m.first_loss,
+            m.last_loss,
+        );
+    }
+    if args.iter().any(|a| a == "--recipes") {
+        recipes();
+    }
+}

@@ -1,0 +1,126 @@
+//! Which device to train on, as Hugging Face's `TrainingArguments.device`
+//! decides it: the GPU of this process's `LOCAL_RANK` when taper is built
+//! with the `cuda` feature and the machine has a GPU, unless `use_cpu`; the
+//! CPU otherwise.
+//!
+//! The Trainer itself trains wherever the model's parameters are (a person
+//! builds the model on a device); [`select`] is what the built-in recipes
+//! (`taper train`), the benchmarks and a notebook use to pick that device.
+//!
+//! candle compares devices by identity, not by ordinal: two
+//! `Device::new_cuda(0)` are different devices, and a tensor of one cannot
+//! meet a tensor of the other. [`select`] therefore creates each GPU's
+//! device once and hands out that one every time.
+//!
+//! GPU memory: candle allocates through CUDA's stream-ordered allocator
+//! (`cuMemAllocAsync`), whose pool by default gives every freed byte back
+//! to the driver at each synchronisation, and a training step synchronises
+//! at least once (reading the loss). The next step then maps all its
+//! memory anew, which on the reference GPT cost more time than the matrix
+//! products (notes/gpu-performance.md). [`gpu`] therefore keeps freed memory
+//! cached in the pool ([`set_gpu_memory_caching`]), as PyTorch's caching
+//! allocator does; the device's used memory then includes that cache.
+
+use candle_core::Device;
+
+use crate::args::TrainingArguments;
+use crate::error::Result;
+
+/// The device to train on for `args`: CUDA device `LOCAL_RANK` (0 when
+/// unset) when built with the `cuda` feature and a GPU is present, unless
+/// `args.use_cpu`; the CPU otherwise.
+///
+/// A `LOCAL_RANK` beyond the GPUs present is an error, not a silent fall
+/// back to the CPU: a launcher that starts more processes than GPUs is
+/// misconfigured.
+///
+/// ```
+/// let args = taper::TrainingArguments::builder().use_cpu(true).build().unwrap();
+/// assert!(taper::device::select(&args).unwrap().is_cpu());
+/// ```
+pub fn select(args: &TrainingArguments) -> Result<Device> {
+    if args.use_cpu {
+        return Ok(Device::Cpu);
+    }
+    let local_rank = crate::dist::DistEnv::from_env()?.local_rank;
+    gpu(local_rank).map(|gpu| gpu.unwrap_or(Device::Cpu))
+}
+
+/// The GPU `ordinal` (one candle device per ordinal for the whole process),
+/// `None` when there is no GPU or taper was built without `cuda`.
+#[cfg(feature = "cuda")]
+pub fn gpu(ordinal: usize) -> Result<Option<Device>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Device>>> = OnceLock::new();
+    // No driver, or a driver without devices: a CPU machine running a CUDA build.
+    let count = CudaContext::device_count().unwrap_or(0).max(0) as usize;
+    if count == 0 {
+        return Ok(None);
+    }
+    if ordinal >= count {
+        return Err(crate::error::Error::Config(format!(
+            "LOCAL_RANK {ordinal} asks for GPU {ordinal}, but this machine has {count}; \
+             start at most {count} processes per node, or set use_cpu"
+        )));
+    }
+    let mut devices = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(device) = devices.get(&ordinal) {
+        return Ok(Some(device.clone()));
+    }
+    let device = Device::new_cuda(ordinal)?;
+    set_gpu_memory_caching(ordinal, true)?;
+    devices.insert(ordinal, device.clone());
+    Ok(Some(device))
+}
+
+/// Whether memory freed on GPU `ordinal` stays cached in its CUDA memory
+/// pool for reuse (`true`: release threshold "never") or goes back to the
+/// driver at every synchronisation (`false`: CUDA's default). [`gpu`] turns
+/// caching on; a model built on a `Device::new_cuda` of its own can call
+/// this too. A no-op without the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let mut threshold: u64 = if cache { u64::MAX } else { 0 };
+    // SAFETY: the device comes from the driver, the pool from the device,
+    // and the attribute's value is the u64 it expects.
+    unsafe {
+        let device = result::device::get(ordinal as i32).map_err(candle_core::Error::wrap)?;
+        let pool = result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()
+        .map_err(candle_core::Error::wrap)?;
+    }
+    Ok(())
+}
+
+/// Without the `cuda` feature there is no GPU memory to cache.
+#[cfg(not(feature = "cuda"))]
+pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
+    let _ = (ordinal, cache);
+    Ok(())
+}
+
+/// Without the `cuda` feature there is never a GPU.
+#[cfg(not(feature = "cuda"))]
+pub fn gpu(ordinal: usize) -> Result<Option<Device>> {
+    let _ = ordinal;
+    Ok(None)
+}
+
+/// Waits until every queued operation on `device` has finished (a no-op on
+/// the CPU): timings of GPU work are only true after it.
+pub fn synchronize(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}
