@@ -77,6 +77,12 @@ pub fn run() -> Result<()> {
             None => run_cell(&engine, &cell, &interrupted),
         }
     }
+    if let Some(pid) = engine.child_pid() {
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    crate::kernel::remove_scratch();
     Ok(())
 }
 

@@ -16,12 +16,16 @@ install_kernelspec(PREFIX)
 
 @pytest.fixture(scope="module")
 def kc():
-    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60, cwd=tempfile.mkdtemp(prefix="taper-cwd-"))
     reply = kc.execute_interactive(":dep taper-widgets\nlet warm_up = 1;", timeout=900)
     assert reply["content"]["status"] == "ok", reply["content"]
     yield kc
+    scratch = Path(tempfile.gettempdir()) / f"taper-evcxr-{km.provisioner.pid}"
+    assert scratch.is_dir(), "evcxr builds in the kernel's own scratch folder"
     kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    km.shutdown_kernel()
+    # A clean shutdown leaves no build folder behind in /tmp.
+    assert not scratch.exists()
 
 
 def run(kc, code, timeout=300, **kwargs):

@@ -19,11 +19,11 @@ install_kernelspec(PREFIX)
 
 @pytest.fixture(scope="module")
 def kernel():
-    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60, cwd=tempfile.mkdtemp(prefix="taper-cwd-"))
     kc.execute_interactive("let warm_up = 1;", timeout=300)
     yield km, kc
     kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    km.shutdown_kernel()
 
 
 def run(kc, code, timeout=120):

@@ -44,12 +44,12 @@ trainer.train().unwrap().global_step
 
 @pytest.fixture(scope="module")
 def kc():
-    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60, cwd=tempfile.mkdtemp(prefix="taper-cwd-"))
     reply = kc.execute_interactive(":dep taper\nlet warm_up = 1;", timeout=1200)
     assert reply["content"]["status"] == "ok", reply["content"]
     yield kc
     kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    km.shutdown_kernel()
 
 
 def progress_of(html_text):
@@ -122,14 +122,14 @@ def test_launch_runs_the_cell_on_two_processes_with_rank_0_drawing_live(kc):
 
 
 def test_launch_reports_a_bad_first_line():
-    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name="taper", startup_timeout=60, cwd=tempfile.mkdtemp(prefix="taper-cwd-"))
     try:
         reply = kc.execute_interactive("%%launch -n zero\nprintln!();", timeout=120)
         assert reply["content"]["status"] == "error"
         assert "usage: `%%launch -n N`" in reply["content"]["evalue"]
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        km.shutdown_kernel()
 
 
 @pytest.fixture(scope="module")

@@ -197,9 +197,15 @@ impl LiveOutput {
 /// tqdm's look, which HF users know: `42%|████▎     | 42/100 [00:10<00:14, 4.20it/s] Epoch 1.50/3`.
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+        "{percent:>3}%|{wide_bar}| {pos}/{len} [{elapsed_precise}<{eta_precise}, {rate}] {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "rate",
+        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.2}it/s", state.per_sec());
+        },
+    )
     .progress_chars("█▉▊▋▌▍▎▏ ")
 }
 

@@ -87,10 +87,44 @@ pub fn run(connection_file: &Path) -> Result<()> {
 }
 
 /// The environment the cell process and its builds inherit; set before any
-/// thread starts. Nothing yet: the seam where build settings shared by the
-/// kernel, the REPL and `taper install --warm` go, since evcxr's build cache
-/// only hits when their compiler command lines match.
-pub fn prepare_environment() {}
+/// thread starts (the kernel, the REPL and `taper install --warm` share it,
+/// since evcxr's build cache only hits when their compiler command lines
+/// match).
+///
+/// evcxr builds every cell in a scratch folder (hundreds of MB once candle
+/// is in). Its own temporary folder is removed only when its context is
+/// dropped, which a kernel that exits or is killed never does, so kernels
+/// leaked gigabytes into `/tmp`. The scratch folder is therefore taper's:
+/// `taper-evcxr-<pid>` in the temporary folder, removed by
+/// [`remove_scratch`] on shutdown, and by the next kernel when its process
+/// is gone.
+pub fn prepare_environment() {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("taper-evcxr-") else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let scratch = scratch_dir();
+    if std::fs::create_dir_all(&scratch).is_ok() {
+        std::env::set_var("EVCXR_TMPDIR", &scratch);
+    }
+}
+
+fn scratch_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("taper-evcxr-{}", std::process::id()))
+}
+
+/// Removes this process's evcxr scratch folder (see [`prepare_environment`]).
+pub fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
+}
 
 /// How long an interrupted cell has to stop by itself before its process is
 /// killed: `TAPER_INTERRUPT_GRACE` seconds, 3 by default.

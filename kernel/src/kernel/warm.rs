@@ -33,7 +33,14 @@ pub fn warm_build_cache() -> Result<Duration> {
     let code = resolve_taper_dep(
         ":dep taper\n:dep taper-widgets\nlet warm = taper::TrainingArguments::default();",
     );
-    match engine.execute(&code)? {
+    let built = engine.execute(&code)?;
+    if let Some(pid) = engine.child_pid() {
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    super::remove_scratch();
+    match built {
         Ok(_) => Ok(started.elapsed()),
         Err(e) => bail!("building taper for the kernel failed: {e}"),
     }
