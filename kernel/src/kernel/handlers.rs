@@ -267,7 +267,7 @@ impl Kernel {
     }
 
     /// Publishes an `error` and returns the error `execute_reply`.
-    fn error(
+    pub(super) fn error(
         &self,
         request: &JupyterMessage,
         count: usize,

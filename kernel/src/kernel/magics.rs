@@ -121,14 +121,7 @@ impl Kernel {
         launch: Result<LaunchCell, String>,
     ) -> jupyter_protocol::JupyterMessageContent {
         let fail = |ename: &str, text: String| {
-            let body = json!({ "ename": ename, "evalue": text, "traceback": [text] });
-            let _ = self
-                .iopub
-                .send(reply(content("error", body.clone()), request));
-            let mut reply_body = body;
-            reply_body["status"] = json!("error");
-            reply_body["execution_count"] = json!(count);
-            content("execute_reply", reply_body)
+            self.error(request, count, ename, &text, vec![text.clone()])
         };
         let launch = match launch {
             Ok(launch) => launch,
