@@ -5,6 +5,7 @@
 //! kernel` serves Jupyter, `taper install` writes its kernelspec and `taper
 //! repl` runs the same engine in a terminal.
 
+mod cell_stdout;
 mod install;
 mod kernel;
 mod launch;
@@ -47,6 +48,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     // evcxr runs each notebook's code in a child process started from this
     // very binary; in that child this call never returns.
+    // There, partial lines of output are passed on too (see cell_stdout).
+    cell_stdout::install_in_cell_process();
     evcxr::runtime_hook();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -44,7 +44,10 @@ pub fn run() -> Result<()> {
                 if to_stderr {
                     eprintln!("{line}");
                 } else {
-                    println!("{line}");
+                    let (text, newline) = crate::cell_stdout::split_partial(&line);
+                    let mut out = std::io::stdout().lock();
+                    let _ = write!(out, "{text}{}", if newline { "\n" } else { "" });
+                    let _ = out.flush();
                 }
             }
         });
@@ -133,10 +136,9 @@ fn run_cell(engine: &Engine, cell: &str, interrupted: &Arc<AtomicBool>) {
                 eprintln!("{}", error.rendered());
             }
         }
-        Ok(Err(evcxr::Error::SubprocessTerminated(why))) => eprintln!(
-            "{why}\nThe cell process ended (a panic, an abort or an interrupt); it was \
-             restarted and the variables of earlier cells were lost."
-        ),
+        Ok(Err(evcxr::Error::SubprocessTerminated(why))) => {
+            eprintln!("{}", engine.process_ended_message(&why))
+        }
         Ok(Err(e)) => eprintln!("{e}"),
         Err(e) => eprintln!("error: {e}"),
     }
@@ -183,6 +185,10 @@ fn run_magic(engine: &Engine, magic: Magic) {
             }
         }
         Magic::Memory => println!("{}", magics::cell_process_memory(engine.child_pid()).text()),
+        Magic::Dist(args) => match magics::change_dist(engine, &args) {
+            Ok(table) => println!("{}", table.text()),
+            Err(why) => eprintln!("error: {why}"),
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 """The kernel beyond the protocol suite: signatures, panics, interrupts,
 and a notebook run end to end by nbclient."""
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +58,99 @@ def test_a_panic_is_an_error_reply_and_the_kernel_keeps_serving(kernel):
     assert reply["content"]["status"] == "ok"
 
 
+def test_a_flushed_partial_line_arrives_while_the_cell_still_runs(kernel):
+    """`print!` progress without a newline reaches the notebook before the
+    cell ends: the cell waits for a file that the test creates only after it
+    has seen the partial line (if partial lines were held back, the cell
+    would wait forever and the test would time out)."""
+    _, kc = kernel
+    go = Path(tempfile.mkdtemp(prefix="taper-partial-")) / "go"
+    code = (
+        "use std::io::Write;\n"
+        'print!("\\rstep 1 of 2"); std::io::stdout().flush().unwrap();\n'
+        f"while !std::path::Path::new({str(go)!r}).exists() {{ std::thread::sleep(std::time::Duration::from_millis(10)); }}\n"
+        'println!(" done");'
+    ).replace("'", '"')
+    msg_id = kc.execute(code)
+    texts = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=deadline - time.monotonic())
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+            if "step 1 of 2" in "".join(texts):
+                break
+        assert msg["msg_type"] != "execute_result", texts
+    assert texts and texts[0] == "\rstep 1 of 2", texts  # no newline added
+    go.touch()
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "ok"
+    while True:
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert "".join(texts) == "\rstep 1 of 2 done\n", texts
+
+
+def wait_for_stream(kc, msg_id, text, timeout=600):
+    """Reads iopub until the request `msg_id` has printed `text`."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            seen += msg["content"]["text"]
+
+
+def compilers_in(folder):
+    """The rustc processes working in `folder` (their current directory)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "rustc" and os.readlink(f"/proc/{pid}/cwd").startswith(folder):
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_interrupting_a_build_stops_it_and_keeps_every_variable(kernel):
+    """An interrupt while a cell still compiles stops cargo, not the cell
+    process (which would die of the SIGINT and lose the variables)."""
+    km, kc = kernel
+    run(kc, "let kept_through_the_build = 41;")
+    # A cell whose compilation would take many minutes: a long constant
+    # evaluation inside rustc.
+    slow = (
+        "#[allow(long_running_const_eval)]\n"
+        "const SLOW: u64 = { let mut i = 0u64; let mut s = 0u64; "
+        "while i < 4_000_000_000 { s = s.wrapping_add(i ^ (s >> 3)); i += 1; } s };\n"
+        "SLOW"
+    )
+    msg_id = kc.execute(slow)
+    time.sleep(3)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=120)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=120)
+    assert reply["content"]["status"] == "error", reply["content"]
+    # No compiler of that cell goes on as an orphan.
+    scratch = f"/tmp/taper-evcxr-{km.provisioner.process.pid}/"
+    deadline = time.monotonic() + 10
+    while compilers_in(scratch) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not compilers_in(scratch), compilers_in(scratch)
+    reply, outputs = run(kc, "kept_through_the_build + 1")
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    assert results and results[0]["content"]["data"]["text/plain"] == "42", outputs
+
+
 def test_a_message_with_a_bad_signature_is_not_run(kernel):
     _, kc = kernel
     good_key = kc.session.key
@@ -87,7 +181,8 @@ def test_interrupting_an_endless_loop_recovers_and_says_what_was_lost(kernel):
         reply = kc.get_shell_msg(timeout=30)
     assert time.monotonic() - started < 10
     assert reply["content"]["status"] == "error"
-    assert "variables were lost" in reply["content"]["evalue"]
+    assert "these variables were lost:" in reply["content"]["evalue"]
+    assert "before_the_loop" in reply["content"]["evalue"], reply["content"]["evalue"]
     # The kernel serves the next cell in a fresh cell process.
     reply, outputs = run(kc, "2 + 2")
     assert reply["content"]["status"] == "ok"
@@ -163,8 +258,9 @@ let args = TrainingArguments::builder()
 let mut trainer = Trainer::new(args, model).unwrap().with_train_dataset(data.train);"""
     reply, outputs = run(kc, setup, timeout=1200)  # the first `:dep taper` builds candle
     assert reply["content"]["status"] == "ok", outputs
-    msg_id = kc.execute("let out = trainer.train().unwrap();")
-    time.sleep(4)
+    msg_id = kc.execute('println!("training starts"); let out = trainer.train().unwrap();')
+    wait_for_stream(kc, msg_id, "training starts")  # compiled and running
+    time.sleep(0.5)
     started = time.monotonic()
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=30)
@@ -176,3 +272,52 @@ let mut trainer = Trainer::new(args, model).unwrap().with_train_dataset(data.tra
     reply, outputs = run(kc, "(trainer.state.global_step > 0, out.global_step == trainer.state.global_step)")
     results = [m for m in outputs if m["msg_type"] == "execute_result"]
     assert results and results[0]["content"]["data"]["text/plain"] == "(true, true)", outputs
+    # Past the grace period the interrupt is over: a later cell runs undisturbed.
+    time.sleep(3.5)
+    reply, outputs = run(kc, "trainer.state.global_step > 0")
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def dist_table(kc, args=""):
+    """Runs `%dist args`; returns the reply and {variable: value} from its table."""
+    reply, outputs = run(kc, f"%dist {args}".strip())
+    shown = [m for m in outputs if m["msg_type"] == "display_data"]
+    values = {}
+    if shown:
+        for line in shown[-1]["content"]["data"]["text/plain"].splitlines():
+            words = line.split()
+            if words and words[0] in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}:
+                values[words[0]] = words[1]
+    return reply, values
+
+
+def test_dist_shows_an_emulated_world_of_one_and_changes_it_in_the_cell_process(kernel):
+    _, kc = kernel
+    reply, values = dist_table(kc)
+    assert reply["content"]["status"] == "ok"
+    assert values["RANK"] == "0" and values["WORLD_SIZE"] == "1", values
+    assert values["MASTER_ADDR"] == "127.0.0.1" and int(values["MASTER_PORT"]) > 0, values
+
+    # A second notebook's kernel picks its own port.
+    km2, kc2 = start_new_kernel(kernel_name="taper", startup_timeout=60, cwd=tempfile.mkdtemp(prefix="taper-cwd-"))
+    try:
+        _, other = dist_table(kc2)
+        assert other["MASTER_PORT"] != values["MASTER_PORT"], (values, other)
+    finally:
+        kc2.stop_channels()
+        km2.shutdown_kernel()
+
+    reply, changed = dist_table(kc, "WORLD_SIZE=2 RANK=1 LOCAL_WORLD_SIZE=2 LOCAL_RANK=1")
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert changed["RANK"] == "1" and changed["WORLD_SIZE"] == "2", changed
+    reply, outputs = run(kc, 'std::env::var("RANK").unwrap() + "/" + &std::env::var("WORLD_SIZE").unwrap()')
+    results = [m for m in outputs if m["msg_type"] == "execute_result"]
+    assert results and results[0]["content"]["data"]["text/plain"] == '"1/2"', outputs
+
+    reply, _ = dist_table(kc, "RANK=5")
+    assert reply["content"]["status"] == "error"
+    assert "out of range" in reply["content"]["evalue"] and "nothing was changed" in reply["content"]["evalue"]
+
+    reply, back = dist_table(kc, "reset")
+    assert reply["content"]["status"] == "ok"
+    assert back["RANK"] == "0" and back["WORLD_SIZE"] == "1", back

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use evcxr::{CommandContext, EvalContextOutputs, EvalOutputs};
 
@@ -28,6 +28,9 @@ pub struct Engine {
     /// The cell process's id (0 before it starts); updated after every cell,
     /// since a crash makes evcxr start a new one.
     child_pid: Arc<AtomicU32>,
+    /// The notebook's variables when the running (or last) cell started:
+    /// what a crash or a hard interrupt of that cell loses.
+    variables_before_cell: Arc<Mutex<Vec<String>>>,
 }
 
 impl Engine {
@@ -40,6 +43,8 @@ impl Engine {
         let (ready_tx, ready_rx) = channel();
         let child_pid = Arc::new(AtomicU32::new(0));
         let pid_slot = child_pid.clone();
+        let variables_before_cell = Arc::new(Mutex::new(Vec::new()));
+        let variables_slot = variables_before_cell.clone();
         std::thread::Builder::new()
             .name("taper-engine".into())
             .spawn(move || {
@@ -71,6 +76,10 @@ impl Engine {
                 for request in incoming {
                     match request {
                         Request::Execute(code, reply) => {
+                            *variables_slot.lock().unwrap() = ctx
+                                .variables_and_types()
+                                .map(|(name, _)| name.to_string())
+                                .collect();
                             let result = ctx.execute(&code);
                             // A crash restarts the child: keep the handle current.
                             pid_slot.store(current_pid(&ctx), Ordering::SeqCst);
@@ -101,6 +110,7 @@ impl Engine {
             Self {
                 requests,
                 child_pid,
+                variables_before_cell,
             },
             ready_rx,
         ))
@@ -133,6 +143,54 @@ impl Engine {
         Ok(rx.recv()?)
     }
 
+    /// Why the last cell failed when its process ended (a panic that
+    /// aborted, an abort, a hard interrupt), and which variables went with
+    /// it: evcxr restarts the process, and every variable defined before
+    /// that cell is gone.
+    pub fn process_ended_message(&self, why: &str) -> String {
+        let mut lost = self.variables_before_cell.lock().unwrap().clone();
+        lost.sort();
+        let what = if lost.is_empty() {
+            "no variables had been defined, so none were lost".to_string()
+        } else {
+            format!("these variables were lost: {}", lost.join(", "))
+        };
+        format!(
+            "{why}\nThe cell process ended (a panic, an abort or an interrupt) and was restarted; {what}."
+        )
+    }
+
+    /// Stops a build in progress, if the cell is still being compiled: evcxr
+    /// runs cargo as a child of this process. Returns whether one was
+    /// stopped (evcxr then reports the cell as failed, and every variable
+    /// stays). An interrupt during a build must not reach the cell process:
+    /// it has nothing to stop, and without taper's handler a SIGINT would
+    /// end it and take the notebook's variables with it.
+    pub fn stop_build(&self) -> bool {
+        let processes = process_table();
+        let builds: Vec<i32> = processes
+            .iter()
+            .filter(|p| p.parent == std::process::id() as i32 && p.command == "cargo")
+            .map(|p| p.pid)
+            .collect();
+        // cargo does not pass a signal on to the compilers it runs (a
+        // terminal's Ctrl-C reaches them as its process group), so each
+        // rustc (and evcxr's wrapper around it) is stopped too, deepest
+        // first, or it would compile on as an orphan.
+        let mut doomed = Vec::new();
+        for build in &builds {
+            descendants(&processes, *build, &mut doomed);
+        }
+        doomed.extend(&builds);
+        for pid in &doomed {
+            // SAFETY: a plain signal to a process this kernel started.
+            unsafe {
+                libc::kill(*pid, libc::SIGINT);
+            }
+        }
+        !builds.is_empty()
+    }
+
     /// The cell process's id, when it runs.
     pub fn child_pid(&self) -> Option<u32> {
         Some(self.child_pid.load(Ordering::SeqCst)).filter(|pid| *pid != 0)
@@ -156,6 +214,44 @@ fn refuse_all(incoming: Receiver<Request>, why: &str) {
     }
 }
 
+/// A process as `/proc/<pid>/stat` shows it.
+struct Process {
+    pid: i32,
+    parent: i32,
+    command: String,
+}
+
+/// Every process on the machine, from `/proc`.
+fn process_table() -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let command = head.split_once(" (")?.1.to_string();
+            let parent = tail.split_whitespace().nth(1)?.parse().ok()?;
+            Some(Process {
+                pid,
+                parent,
+                command,
+            })
+        })
+        .collect()
+}
+
+/// The descendants of `pid`, children after their own descendants.
+fn descendants(processes: &[Process], pid: i32, out: &mut Vec<i32>) {
+    for child in processes.iter().filter(|p| p.parent == pid) {
+        descendants(processes, child.pid, out);
+        out.push(child.pid);
+    }
+}
+
 /// The size limit of evcxr's build cache: `TAPER_BUILD_CACHE_MIB`
 /// (default 4096; 0 turns the cache off).
 fn build_cache_mib() -> Option<u64> {
@@ -164,4 +260,37 @@ fn build_cache_mib() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(4096);
     (mib > 0).then_some(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_tree_is_read_from_proc() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let table = super::process_table();
+        let mut below = Vec::new();
+        super::descendants(&table, std::process::id() as i32, &mut below);
+        child.kill().unwrap();
+        let _ = child.wait();
+        let named = |pid: &i32| {
+            table
+                .iter()
+                .find(|p| p.pid == *pid)
+                .unwrap()
+                .command
+                .clone()
+        };
+        let names: Vec<String> = below.iter().map(named).collect();
+        // The grandchild comes before its parent.
+        let sleep = names
+            .iter()
+            .position(|n| n == "sleep")
+            .expect("sleep is found");
+        let shell = names.iter().position(|n| n == "sh").expect("sh is found");
+        assert!(sleep < shell, "{names:?}");
+    }
 }

@@ -14,6 +14,9 @@ use super::{log, Engine, Kernel};
 
 /// The cell running now (0: none), so a late interrupt does not hit the next cell.
 static RUNNING_CELL: AtomicU64 = AtomicU64::new(0);
+/// Cells started so far: each gets its own number, so a grace period that
+/// ends during a later cell never takes that cell for the interrupted one.
+static CELLS_STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// Builds message content from its type and JSON (the spec's field names).
 pub(super) fn content(msg_type: &str, value: Value) -> Content {
@@ -166,7 +169,7 @@ impl Kernel {
         }
         *self.parent.lock().unwrap() = Some(request.clone());
         let _ = self.relays.take_panic();
-        let cell = RUNNING_CELL.fetch_add(1, Ordering::SeqCst) + 1;
+        let cell = CELLS_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
         RUNNING_CELL.store(cell, Ordering::SeqCst);
         let engine = self.engine.clone();
         let code = super::resolve_taper_dep(&code);
@@ -238,7 +241,7 @@ impl Kernel {
                 self.error(request, count, "CompilationError", &first, rendered)
             }
             Err(evcxr::Error::SubprocessTerminated(why)) => {
-                let text = format!("{why}\nThe cell process ended (a panic, an abort or an interrupt); it was restarted and the notebook's variables were lost.");
+                let text = self.engine.process_ended_message(&why);
                 self.error(
                     request,
                     count,
@@ -396,12 +399,16 @@ pub async fn serve_control(
 /// and restarted, and the cell's error says which state was lost.
 fn interrupt(engine: &Engine) {
     let cell = RUNNING_CELL.load(Ordering::SeqCst);
-    let Some(pid) = engine.child_pid() else {
-        return;
-    };
     if cell == 0 {
         return;
     }
+    if engine.stop_build() {
+        log(&format!("interrupt: stopped the build of cell {cell}"));
+        return;
+    }
+    let Some(pid) = engine.child_pid() else {
+        return;
+    };
     unsafe {
         libc::kill(pid as i32, libc::SIGINT);
     }

@@ -1,14 +1,14 @@
 //! Cells the kernel answers itself instead of compiling them: help in the
-//! pager (`:help`, `name?`) and `%memory`.
+//! pager (`:help`, `name?`), `%memory` and `%dist`; and `%%launch`.
 //!
 //! They are recognised by their whole (trimmed) text, so Rust code is never
-//! mistaken for one. `%%launch` and `%dist` join them with the launcher
-//! work.
+//! mistaken for one.
 
 use jupyter_protocol::JupyterMessage;
 use serde_json::{json, Value};
-use taper_widgets::{MemoryRow, MemoryTable, MimeBundle};
+use taper_widgets::{MemoryRow, MemoryTable, MetricsTable, MimeBundle};
 
+use super::dist_env::{self, DistCommand};
 use super::handlers::content;
 use super::launch_cell::{self, LaunchCell};
 use super::wire::reply;
@@ -23,6 +23,9 @@ pub enum Magic {
     Inspect(String),
     /// `%memory`: the cell process's memory table.
     Memory,
+    /// `%dist [NAME=VALUE ... | reset]`: the distributed environment (the
+    /// words after `%dist`).
+    Dist(String),
 }
 
 /// The magic `code` is, if it is one.
@@ -32,6 +35,10 @@ pub fn parse(code: &str) -> Option<Magic> {
         ":help" | "?" => return Some(Magic::Help),
         "%memory" => return Some(Magic::Memory),
         _ => {}
+    }
+    if let Some(args) = code.strip_prefix("%dist") {
+        let is_dist = args.is_empty() || args.starts_with([' ', '\t']) && !args.contains('\n');
+        return is_dist.then(|| Magic::Dist(args.trim().to_string()));
     }
     let item = code.strip_suffix('?')?.trim_end();
     let is_path = !item.is_empty()
@@ -48,6 +55,10 @@ taper kernel
   :dep taper-widgets      the widgets and the display API alone
   name?                   documentation of `name` in the pager
   %memory                 memory of the cell process (RSS, and GPUs where nvidia-smi runs)
+  %dist                   the distributed environment cells see (a world of one unless
+                          launched); `%dist WORLD_SIZE=2 RANK=1 ...` changes it,
+                          `%dist reset` goes back to a world of one on a fresh port
+  %%launch -n N           the cell as a program on N processes under `taper launch`
   interrupt               stops training at the next step and keeps every variable;
                           after a grace period (TAPER_INTERRUPT_GRACE, 3 s) the cell
                           process restarts and the error names what was lost
@@ -91,15 +102,51 @@ impl Kernel {
             }
             Magic::Memory => {
                 let table = cell_process_memory(self.engine.child_pid());
-                let bundle = MimeBundle::html(&table.html(), &table.text());
-                let data = json!({ "data": bundle, "metadata": {}, "transient": {} });
-                let _ = self
-                    .iopub
-                    .send(reply(content("display_data", data), request));
+                self.show(request, MimeBundle::html(&table.html(), &table.text()));
                 ok(json!([]))
+            }
+            Magic::Dist(args) => {
+                let engine = self.engine.clone();
+                let changed = tokio::task::spawn_blocking(move || change_dist(&engine, &args))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                match changed {
+                    Ok(table) => {
+                        self.show(request, MimeBundle::html(&table.html(), &table.text()));
+                        ok(json!([]))
+                    }
+                    Err(why) => self.error(request, count, "UsageError", &why, vec![why.clone()]),
+                }
             }
         }
     }
+
+    /// Publishes `bundle` as the request's display_data.
+    fn show(&self, request: &JupyterMessage, bundle: MimeBundle) {
+        let data = json!({ "data": bundle, "metadata": {}, "transient": {} });
+        let _ = self
+            .iopub
+            .send(reply(content("display_data", data), request));
+    }
+}
+
+/// Runs a `%dist` cell: applies its arguments here and in the cell process
+/// (blocking while the cell process runs the change); returns the
+/// environment's table.
+pub fn change_dist(engine: &Engine, args: &str) -> Result<MetricsTable, String> {
+    let code = match dist_env::parse(args)? {
+        DistCommand::Show => None,
+        DistCommand::Set(pairs) => Some(dist_env::apply(&pairs)?),
+        DistCommand::Reset => Some(dist_env::reset()),
+    };
+    if let Some(code) = code {
+        match engine.execute(&code) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("the cell process did not take the change: {e}")),
+            Err(e) => return Err(format!("the cell process did not take the change: {e}")),
+        }
+    }
+    Ok(dist_env::table())
 }
 
 impl Kernel {
@@ -247,6 +294,9 @@ mod tests {
         assert_eq!(parse("let x = y?;"), None);
         assert_eq!(parse("f(x)?"), None);
         assert_eq!(parse("println!(\"%memory\");"), None);
+        assert_eq!(parse("%dist"), Some(Magic::Dist(String::new())));
+        assert_eq!(parse(" %dist RANK=0 "), Some(Magic::Dist("RANK=0".into())));
+        assert_eq!(parse("%distance"), None);
     }
 
     #[test]

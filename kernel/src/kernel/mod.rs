@@ -9,7 +9,9 @@
 //! (`TAPER_KERNEL_LOG`, default `$TMPDIR/taper-kernel-<pid>.log`), never
 //! into the notebook.
 
+mod deps;
 pub mod display;
+mod dist_env;
 mod engine;
 mod handlers;
 mod history;
@@ -29,6 +31,7 @@ use jupyter_protocol::{ConnectionInfo, JupyterMessage};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use zeromq::{Socket, SocketRecv, SocketSend};
 
+pub use deps::{resolve_taper_dep, trainer_crate_path};
 pub use engine::Engine;
 pub use warm::warm_build_cache;
 pub use wire::Wire;
@@ -99,6 +102,7 @@ pub fn run(connection_file: &Path) -> Result<()> {
 /// [`remove_scratch`] on shutdown, and by the next kernel when its process
 /// is gone.
 pub fn prepare_environment() {
+    dist_env::emulate_world_of_one();
     let tmp = std::env::temp_dir();
     if let Ok(entries) = std::fs::read_dir(&tmp) {
         for entry in entries.flatten() {
@@ -111,9 +115,18 @@ pub fn prepare_environment() {
             }
         }
     }
+    // evcxr's crate folder sits one level down, so that cargo also reads
+    // the scratch folder's `.cargo/config.toml` (see `deps`).
     let scratch = scratch_dir();
-    if std::fs::create_dir_all(&scratch).is_ok() {
-        std::env::set_var("EVCXR_TMPDIR", &scratch);
+    let cells = scratch.join("cells");
+    let config = scratch.join(".cargo");
+    if std::fs::create_dir_all(&cells).is_ok() && std::fs::create_dir_all(&config).is_ok() {
+        if let Err(e) = std::fs::write(config.join("config.toml"), deps::CARGO_CONFIG) {
+            log(&format!(
+                "engine: could not write the cargo configuration: {e}"
+            ));
+        }
+        std::env::set_var("EVCXR_TMPDIR", &cells);
     }
 }
 
@@ -245,45 +258,6 @@ async fn publish(
             }
         }
     }
-}
-
-/// The trainer crate's folder, for `:dep taper`: `TAPER_CRATE_PATH`, else
-/// the source tree this binary was built from, when it is still there.
-pub fn trainer_crate_path() -> Option<String> {
-    if let Ok(path) = std::env::var("TAPER_CRATE_PATH") {
-        return Some(path);
-    }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer");
-    built_from
-        .join("Cargo.toml")
-        .is_file()
-        .then(|| built_from.canonicalize().ok())
-        .flatten()
-        .map(|p| p.display().to_string())
-}
-
-/// `:dep taper` and `:dep taper-widgets` (without a source) become path
-/// dependencies on the crates beside the recorded trainer folder, so no
-/// notebook needs an absolute path.
-pub fn resolve_taper_dep(code: &str) -> String {
-    let Some(trainer) = trainer_crate_path() else {
-        return code.to_string();
-    };
-    let widgets = Path::new(&trainer).join("../widgets");
-    let widgets = widgets.canonicalize().map_or_else(
-        |_| widgets.display().to_string(),
-        |p| p.display().to_string(),
-    );
-    code.lines()
-        .map(|line| match line.trim() {
-            ":dep taper" => format!(":dep taper = {{ path = \"{trainer}\" }}"),
-            ":dep taper-widgets" | ":dep taper_widgets" => {
-                format!(":dep taper-widgets = {{ path = \"{widgets}\" }}")
-            }
-            _ => line.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Appends a line to the kernel's log file.

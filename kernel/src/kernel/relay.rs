@@ -89,7 +89,13 @@ fn relay(
     };
     let publish = |line: String| {
         if let Some(parent) = parent.lock().unwrap().as_ref() {
-            let content = serde_json::json!({ "name": name, "text": format!("{line}\n") });
+            let (text, newline) = crate::cell_stdout::split_partial(&line);
+            let text = if newline {
+                format!("{text}\n")
+            } else {
+                text.to_string()
+            };
+            let content = serde_json::json!({ "name": name, "text": text });
             if let Ok(content) =
                 jupyter_protocol::JupyterMessageContent::from_type_and_content("stream", content)
             {
