@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 2] = ["softmax", "cross_entropy"];
+const KERNELS: [&str; 3] = ["softmax", "cross_entropy", "gelu"];
 
 fn main() {
     println!("cargo::rerun-if-changed=kernels");

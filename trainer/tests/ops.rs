@@ -1,4 +1,4 @@
-//! taper's fused attention softmax and cross-entropy against candle's
+//! taper's fused attention softmax, cross-entropy and GELU against candle's
 //! composed ops: the forward values and the gradients they pass back
 //! (softmax with and without the causal mask; cross-entropy with ignored
 //! labels), on the CPU (the ops' CPU paths) and, when taper is built with
@@ -198,7 +198,54 @@ fn check_cross_entropy(device: &Device, rows: usize, classes: usize, dtype: DTyp
     assert!(ignored.iter().all(|g| *g == 0.0), "{what}");
 }
 
+/// The fused GELU in `dtype` on `device` against candle's `gelu` in f32 on
+/// the CPU: values, and gradients of `sum(y * w)`.
+fn check_gelu(device: &Device, n: usize, dtype: DType, tolerance: f32) {
+    let x = normal(&[n], 3.0, 4)
+        .to_dtype(dtype)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let w = normal(&[n], 1.0, 5);
+    let reference_x = Var::from_tensor(&x).unwrap();
+    let reference = reference_x.as_tensor().gelu().unwrap();
+    let grads = (&reference * &w)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let reference_grad = grads.get(reference_x.as_tensor()).unwrap();
+    let fused_x = Var::from_tensor(&x.to_dtype(dtype).unwrap().to_device(device).unwrap()).unwrap();
+    let fused = taper::ops::gelu(fused_x.as_tensor()).unwrap();
+    assert_eq!(fused.dtype(), dtype);
+    let w_here = w.to_dtype(dtype).unwrap().to_device(device).unwrap();
+    let grads = (&fused * &w_here)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let fused_grad = grads
+        .get(fused_x.as_tensor())
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    let fused = fused.to_device(&Device::Cpu).unwrap();
+    let what = format!("{device:?} {dtype:?} gelu ({n})");
+    // Values reach about 3 x 3 = 9: compare relatively to the largest.
+    let (dy, dg) = (
+        max_diff(&fused, &reference),
+        max_diff(&fused_grad, reference_grad),
+    );
+    assert!(dy <= tolerance * 10.0, "{what}: values differ by {dy}");
+    assert!(dg <= tolerance * 4.0, "{what}: gradients differ by {dg}");
+}
+
 fn check_all(device: &Device) {
+    check_gelu(device, 1000, DType::F32, 1e-5);
+    check_gelu(device, 1000, DType::BF16, 1e-2);
+    check_gelu(device, 1000, DType::F16, 2e-3);
     check_cross_entropy(device, 12, 10, DType::F32, 1e-6);
     check_cross_entropy(device, 16, 300, DType::F32, 1e-6);
     check_cross_entropy(device, 16, 300, DType::BF16, 1e-3);
@@ -240,8 +287,11 @@ fn fused_ops_match_the_composed_ops_on_the_gpu() {
     // And the reference GPT's logits: 8192 classes.
     check_cross_entropy(&gpu, 1024, 8192, DType::F32, 5e-5);
     check_cross_entropy(&gpu, 1024, 8192, DType::BF16, 1e-3);
+    // The reference GPT's MLP activation, more elements than one grid covers.
+    check_gelu(&gpu, 16 * 512 * 3072, DType::F32, 1e-5);
+    check_gelu(&gpu, 16 * 512 * 3072, DType::BF16, 1e-2);
     println!(
-        "fused softmax and cross-entropy on {gpu:?}: values and gradients match the composed ops"
+        "fused softmax, cross-entropy and GELU on {gpu:?}: values and gradients match the composed ops"
     );
 }
 

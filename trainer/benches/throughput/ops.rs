@@ -123,6 +123,13 @@ pub fn run_ops(setup: &Setup) {
             time_ms(dev, reps, || f().map(|_| ())),
             time_ms(dev, reps, || fb(f()?)),
         );
+        let f =
+            || taper::ops::gelu(g.as_tensor()).map_err(|e| candle_core::Error::Msg(e.to_string()));
+        row(
+            &format!("gelu, taper's kernels ({b},{t},{})", 4 * d),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
         let qkv = var(&[b, t, 3 * d], dtype);
         let f = || -> candle_core::Result<Tensor> {
             let p = qkv

@@ -117,7 +117,12 @@ impl Block {
         let (compute, stream) = (precision.compute_dtype(), x.dtype());
         let attn = self.attention(&self.ln_1.forward(x)?, mask, compute)?;
         let x = (x + attn.to_dtype(stream)?)?;
-        let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?.gelu()?;
+        let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?;
+        let h = if crate::ops::use_fused("gelu", h.device(), compute) {
+            crate::ops::gelu(&h)?
+        } else {
+            h.gelu()?
+        };
         Ok((&x + linear(&self.fc_proj, &h, compute)?.to_dtype(stream)?)?)
     }
 

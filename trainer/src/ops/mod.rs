@@ -11,7 +11,9 @@
 //! `scale * y * (g - sum(g * y))`, in one more.
 //!
 //! [`cross_entropy_rows`] does the same for the loss: log-softmax and the
-//! pick of the label's entry in one kernel, `softmax - onehot` in one more.
+//! pick of the label's entry in one kernel, `softmax - onehot` in one more;
+//! [`gelu`] for the MLP's activation, whose candle backward is about
+//! fifteen element-wise kernels.
 //!
 //! The CUDA kernels are taper's own (`kernels/*.cu`, compiled to PTX by
 //! `build.rs` with the `cuda` feature). The CPU paths compute the same
@@ -22,12 +24,14 @@
 use candle_core::{DType, Layout};
 
 mod cross_entropy;
+mod gelu;
 mod softmax;
 
 pub use cross_entropy::cross_entropy_rows;
+pub use gelu::gelu;
 pub use softmax::attention_softmax;
 
-/// Whether the op `name` (`softmax` or `cross_entropy`) runs fused for a
+/// Whether the op `name` (`softmax`, `cross_entropy` or `gelu`) runs fused for a
 /// tensor of `dtype` on `device`: on a GPU, for f32, bf16 and f16, unless
 /// the environment variable `TAPER_COMPOSED_OPS` names it (a comma list, or
 /// `all`), which brings candle's composed ops back, to measure the
