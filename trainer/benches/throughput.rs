@@ -40,6 +40,9 @@ use taper::precision::Precision;
 use taper::trainer::{TrainerControl, TrainerState};
 use taper::{Model, Trainer, TrainingArguments};
 
+#[path = "throughput/ops.rs"]
+mod ops;
+
 const MODES: [&str; 4] = ["trainer-f32", "bare-f32", "trainer-bf16", "bare-bf16"];
 
 /// What one mode measured.
@@ -306,148 +309,6 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
     out.ms_per_step = start.elapsed().as_secs_f64() * 1e3 / setup.steps as f64;
 }
 
-/// ms per call of `f`, after two warm-up calls, between synchronisations.
-fn time_ms(device: &Device, reps: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> f64 {
-    for _ in 0..2 {
-        f().unwrap();
-    }
-    device.synchronize().unwrap();
-    let start = Instant::now();
-    for _ in 0..reps {
-        f().unwrap();
-    }
-    device.synchronize().unwrap();
-    start.elapsed().as_secs_f64() * 1e3 / reps as f64
-}
-
-/// The reference GPT's operations one by one, forward and forward+backward
-/// (the backward of `sum`), to see where a step's time goes.
-fn run_ops(setup: &Setup) {
-    use candle_core::{Tensor, Var, D};
-    let dev = &setup.device;
-    let (b, t, d, v) = (
-        setup.batch_size,
-        setup.config.max_seq_len,
-        setup.config.d_model,
-        setup.config.vocab_size,
-    );
-    let h = setup.config.n_head;
-    let reps = 10;
-    let var = |shape: &[usize], dtype: DType| {
-        Var::from_tensor(
-            &Tensor::randn(0f32, 1.0, shape, dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    let fb = |y: Tensor| -> candle_core::Result<()> {
-        y.to_dtype(DType::F32)?.sum_all()?.backward()?;
-        Ok(())
-    };
-    let mask = Tensor::randn(0f32, 1.0, (t, t), dev).unwrap();
-    println!("| op (shape) | dtype | forward ms | forward+backward ms |");
-    println!("|---|---|---|---|");
-    for dtype in [DType::F32, DType::BF16] {
-        let row = |name: &str, fwd: f64, both: f64| {
-            println!("| {name} | {dtype:?} | {fwd:.2} | {both:.2} |");
-        };
-        let x = var(&[b * t, d], dtype);
-        let w = var(&[3 * d, d], dtype);
-        let f = || x.as_tensor().matmul(&w.as_tensor().t()?);
-        row(
-            &format!("linear {}x{d} @ {d}x{}", b * t, 3 * d),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let s = var(&[b, h, t, t], dtype);
-        let s2 = var(&[b, h, t, t], dtype);
-        let big = format!("({b},{h},{t},{t})");
-        let f = || s.as_tensor() + s2.as_tensor();
-        row(
-            &format!("add, contiguous {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let m = mask.to_dtype(dtype).unwrap();
-        let f = || s.as_tensor().broadcast_add(&m);
-        row(
-            &format!("add causal mask ({t},{t}), broadcast {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let f = || candle_nn::ops::softmax(s.as_tensor(), D::Minus1);
-        row(
-            &format!("softmax, composed {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let f = || candle_nn::ops::softmax_last_dim(s.as_tensor());
-        row(
-            &format!("softmax_last_dim, fused, no backward {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            f64::NAN,
-        );
-        let f = || s.as_tensor().to_dtype(DType::F32)?.to_dtype(dtype);
-        row(
-            &format!("cast to f32 and back {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let hx = var(&[b, t, d], dtype);
-        let (lw, lb) = (var(&[d], dtype), var(&[d], dtype));
-        let f = || {
-            candle_nn::ops::layer_norm_slow(hx.as_tensor(), lw.as_tensor(), lb.as_tensor(), 1e-5)
-        };
-        row(
-            &format!("layer_norm_slow ({b},{t},{d})"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let g = var(&[b, t, 4 * d], dtype);
-        let f = || g.as_tensor().gelu();
-        row(
-            &format!("gelu ({b},{t},{})", 4 * d),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let qkv = var(&[b, t, 3 * d], dtype);
-        let f = || -> candle_core::Result<Tensor> {
-            let p = qkv
-                .as_tensor()
-                .reshape((b, t, 3, h, d / h))?
-                .permute((2, 0, 3, 1, 4))?;
-            let (q, k) = (p.get(0)?.contiguous()?, p.get(1)?.contiguous()?);
-            q.matmul(&k.t()?)
-        };
-        row(
-            &format!("qkv split + q @ k^T -> {big}"),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let logits = var(&[b * t, v], dtype);
-        let labels = Tensor::zeros(b * t, DType::I64, dev).unwrap();
-        let f = || {
-            taper::loss::cross_entropy(logits.as_tensor(), &labels, 0.0)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))
-        };
-        row(
-            &format!("cross_entropy ({}, {v})", b * t),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-        let emb = var(&[v, d], dtype);
-        let ids = Tensor::zeros(b * t, DType::U32, dev).unwrap();
-        let f = || emb.as_tensor().index_select(&ids, 0);
-        row(
-            &format!("embedding {} ids of ({v},{d})", b * t),
-            time_ms(dev, reps, || f().map(|_| ())),
-            time_ms(dev, reps, || fb(f()?)),
-        );
-    }
-}
-
 /// One mode, in this (child) process; prints a `RESULT` line. A mode ending
 /// in `+trim` turns off the GPU memory pool's caching (CUDA's default), to
 /// measure what the caching gains.
@@ -568,7 +429,7 @@ fn main() {
     let setup = setup(&args);
     if let Some(mode) = option(&args, "--child") {
         if mode == "ops" {
-            run_ops(&setup);
+            ops::run_ops(&setup);
         } else {
             child(&setup, &mode);
         }

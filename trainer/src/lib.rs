@@ -40,6 +40,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod models;
+pub mod ops;
 pub mod optim;
 pub mod precision;
 pub mod recipes;

@@ -3,6 +3,9 @@
 //! Labels equal to [`IGNORE_INDEX`] (`-100`, as in PyTorch and HF) are left out
 //! of the mean, so a language model can train on the answer tokens of a
 //! sequence only. Label smoothing follows HF's `LabelSmoother`.
+//!
+//! On a GPU, without label smoothing, the loss is taper's fused kernel
+//! ([`crate::ops::cross_entropy_rows`]); elsewhere candle's composed ops.
 
 use candle_core::{DType, Tensor, D};
 
@@ -16,8 +19,15 @@ pub const IGNORE_INDEX: i64 = -100;
 /// (`0.0` for none): `(1 - eps) * nll + eps * mean(-log p)` over the classes.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Result<Tensor> {
     let classes = logits.dim(D::Minus1)?;
-    let logits = logits.reshape(((), classes))?.to_dtype(DType::F32)?;
     let labels = labels.flatten_all()?.to_dtype(DType::I64)?;
+    if epsilon == 0.0 && crate::ops::use_fused("cross_entropy", logits.device(), logits.dtype()) {
+        // One kernel each way, on the logits' own dtype (f32 arithmetic).
+        let rows = crate::ops::cross_entropy_rows(&logits.reshape(((), classes))?, &labels)?;
+        let active = labels.ge(&labels.zeros_like()?)?.to_dtype(DType::F32)?;
+        let active = active.sum_all()?.maximum(1f64)?;
+        return Ok(rows.sum_all()?.div(&active)?);
+    }
+    let logits = logits.reshape(((), classes))?.to_dtype(DType::F32)?;
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let active = labels.ge(&labels.zeros_like()?)?;
     let safe_labels = active.where_cond(&labels, &labels.zeros_like()?)?;

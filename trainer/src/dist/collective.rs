@@ -5,7 +5,8 @@
 //! input). [`TcpCollective`] runs on CPUs over TCP for multi-process runs
 //! without GPUs and for CI: a star through rank 0, which reduces in rank order
 //! so results are bitwise the same on every rank and in every run. It is
-//! simple rather than fast (rank 0 carries all the traffic); GPUs use NCCL.
+//! simple rather than fast (rank 0 carries all the traffic); GPUs use NCCL
+//! (`nccl.rs`, with the `cuda` feature).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,6 +34,15 @@ pub trait Collective: Send + Sync {
     fn rank(&self) -> usize;
     /// The number of ranks.
     fn world_size(&self) -> usize;
+    /// The backend's name (`single`, `tcp`, `nccl`), for logs and tests.
+    fn name(&self) -> &'static str;
+    /// Whether the calls exchange anything. False only for the world of one
+    /// of [`SingleProcess`], whose calls the Trainer skips; a backend with
+    /// one rank (NCCL under `taper launch --nproc-per-node 1`) still runs
+    /// every collective, as PyTorch's DDP does.
+    fn exchanges(&self) -> bool {
+        true
+    }
     /// Every rank's `tensor` combined; the same result on every rank.
     fn all_reduce(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor>;
     /// Rank `root`'s tensor, on every rank.
@@ -70,6 +80,12 @@ impl Collective for SingleProcess {
     }
     fn world_size(&self) -> usize {
         1
+    }
+    fn name(&self) -> &'static str {
+        "single"
+    }
+    fn exchanges(&self) -> bool {
+        false
     }
     fn all_reduce(&self, tensor: &Tensor, _op: ReduceOp) -> Result<Tensor> {
         Ok(tensor.clone())
@@ -178,6 +194,10 @@ impl Collective for TcpCollective {
 
     fn world_size(&self) -> usize {
         self.world_size
+    }
+
+    fn name(&self) -> &'static str {
+        "tcp"
     }
 
     fn all_reduce(&self, tensor: &Tensor, op: ReduceOp) -> Result<Tensor> {

@@ -4,12 +4,17 @@
 //! The environment follows torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
 //! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`), falls back to SLURM's
 //! variables, and is a world of one when nothing is set (a notebook, a plain
-//! `taper train`). Collectives and the data-parallel Trainer build on these.
+//! `taper train`). Collectives and the data-parallel Trainer build on these:
+//! NCCL between GPUs (`cuda` feature), TCP between CPU processes.
 
 mod collective;
+#[cfg(feature = "cuda")]
+mod nccl;
 mod store;
 
 pub use collective::{Collective, ReduceOp, SingleProcess, TcpCollective};
+#[cfg(feature = "cuda")]
+pub use nccl::NcclCollective;
 pub use store::TcpStore;
 
 use crate::error::{Error, Result};
@@ -113,18 +118,40 @@ impl DistEnv {
 /// How long ranks wait for each other (to join, to answer), as torch's default.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// This process's place in the job and its collectives, set up once per
-/// process from the environment (a second Trainer reuses them: the store's
-/// port can only be bound once).
+/// This process's place in the job and its collectives for training on
+/// the CPU: [`process_group_for`] with the CPU device.
 pub fn process_group() -> Result<(DistEnv, std::sync::Arc<dyn Collective>)> {
+    process_group_for(&candle_core::Device::Cpu)
+}
+
+/// This process's place in the job and its collectives, set up once per
+/// process from the environment and the device of the first model that asks
+/// (the Trainer's): NCCL on a CUDA device (see [`connect_for`]), TCP or a
+/// world of one otherwise. Later callers get the same group whatever their
+/// device (the store's port can only be bound once); each backend accepts
+/// tensors on any device, only the speed differs.
+pub fn process_group_for(
+    device: &candle_core::Device,
+) -> Result<(DistEnv, std::sync::Arc<dyn Collective>)> {
     static GROUP: std::sync::OnceLock<(DistEnv, std::sync::Arc<dyn Collective>)> =
         std::sync::OnceLock::new();
     if let Some(group) = GROUP.get() {
         return Ok(group.clone());
     }
     let env = DistEnv::from_env()?;
-    let collective: std::sync::Arc<dyn Collective> = connect(&env)?.into();
+    let collective: std::sync::Arc<dyn Collective> = connect_for(&env, device)?.into();
     Ok(GROUP.get_or_init(|| (env, collective)).clone())
+}
+
+/// How long ranks wait for each other: `TAPER_DIST_TIMEOUT` seconds, else
+/// [`DEFAULT_TIMEOUT`].
+fn timeout() -> Result<std::time::Duration> {
+    match std::env::var("TAPER_DIST_TIMEOUT") {
+        Ok(v) => Ok(std::time::Duration::from_secs_f64(v.parse().map_err(
+            |_| Error::Config(format!("TAPER_DIST_TIMEOUT={v} is not a number of seconds")),
+        )?)),
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+    }
 }
 
 /// The collective backend for `env`: nothing to do in a world of one, TCP
@@ -133,13 +160,26 @@ pub fn connect(env: &DistEnv) -> Result<Box<dyn Collective>> {
     if env.world_size == 1 {
         return Ok(Box::new(SingleProcess));
     }
-    let timeout = match std::env::var("TAPER_DIST_TIMEOUT") {
-        Ok(v) => std::time::Duration::from_secs_f64(v.parse().map_err(|_| {
-            Error::Config(format!("TAPER_DIST_TIMEOUT={v} is not a number of seconds"))
-        })?),
-        Err(_) => DEFAULT_TIMEOUT,
-    };
+    let timeout = timeout()?;
     let store = TcpStore::connect(env, timeout)?;
     store.barrier("join")?;
     Ok(Box::new(TcpCollective::connect(env, &store, timeout)?))
+}
+
+/// The collective backend for `env` and a model on `device`: NCCL when the
+/// device is a CUDA GPU (built with `cuda`) and a launcher set the
+/// environment (`RANK`, also for a world of one, so that `taper launch
+/// --nproc-per-node 1` trains through NCCL as DDP would), else [`connect`].
+pub fn connect_for(env: &DistEnv, device: &candle_core::Device) -> Result<Box<dyn Collective>> {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() && (env.world_size > 1 || std::env::var_os("RANK").is_some()) {
+        let store = TcpStore::connect(env, timeout()?)?;
+        store.barrier("join")?;
+        return Ok(Box::new(NcclCollective::connect(
+            env, &store, device, "nccl/id",
+        )?));
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device;
+    connect(env)
 }

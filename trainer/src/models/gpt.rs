@@ -6,8 +6,11 @@
 //!
 //! candle-nn's fused `LayerNorm` and `softmax_last_dim` have no backward pass
 //! (they are built with `apply_op*_no_bwd`): a model trained through them
-//! silently gets no gradient past them. The layer norm and the softmax here
-//! are therefore composed of differentiable ops.
+//! silently gets no gradient past them. The layer norm here is therefore
+//! composed of differentiable ops; so is the attention softmax on the CPU,
+//! while on a GPU it is taper's fused op with its own backward
+//! ([`crate::ops::attention_softmax`]), which the composed ops cost ten
+//! times as much as (notes/gpu-performance.md).
 //!
 //! Mixed precision ([`Precision`]): the weights stay f32; each forward casts
 //! every linear layer's weights to the compute dtype once (each is used once
@@ -114,12 +117,19 @@ impl Block {
         let (compute, stream) = (precision.compute_dtype(), x.dtype());
         let attn = self.attention(&self.ln_1.forward(x)?, mask, compute)?;
         let x = (x + attn.to_dtype(stream)?)?;
-        let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?.gelu()?;
+        let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?;
+        let h = if crate::ops::use_fused("gelu", h.device(), compute) {
+            crate::ops::gelu(&h)?
+        } else {
+            h.gelu()?
+        };
         Ok((&x + linear(&self.fc_proj, &h, compute)?.to_dtype(stream)?)?)
     }
 
     /// Projections and products in `compute`; the scores are masked and
-    /// softmaxed in the dtype of `x` (f32 under mixed precision).
+    /// softmaxed in f32: on a GPU by taper's fused kernel (which reads and
+    /// writes `compute` and computes in f32), elsewhere composed in the
+    /// dtype of `x` (f32 under mixed precision).
     fn attention(&self, x: &Tensor, mask: &Tensor, compute: DType) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let head_dim = d / self.n_head;
@@ -129,10 +139,16 @@ impl Block {
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?
-            .to_dtype(x.dtype())?
-            .broadcast_add(mask)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(compute)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let weights = if crate::ops::use_fused("softmax", x.device(), compute) {
+            // Scale, mask and softmax in one kernel, in f32 on `compute` values.
+            crate::ops::attention_softmax(&q.matmul(&k.t()?)?, scale, true)?
+        } else {
+            let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?
+                .to_dtype(x.dtype())?
+                .broadcast_add(mask)?;
+            candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(compute)?
+        };
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         linear(&self.proj, &out, compute)
     }

@@ -2,7 +2,8 @@
 //! starts from rank 0's weights, trains on its share of each batch, averages
 //! gradients before clipping, averages logged losses, and gathers evaluation
 //! results, so the run matches one process with `world_size` times the batch.
-//! In a world of one every method here returns at once.
+//! In a world of one every method here returns at once, unless the job was
+//! launched on a GPU: NCCL then runs with one rank, as DDP would.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -19,8 +20,10 @@ impl<M: Model> Trainer<M> {
         self.dist.rank == 0
     }
 
+    /// Whether the collectives run: in every multi-process job, and on a
+    /// GPU launched as a world of one (NCCL); not in a plain world of one.
     fn distributed(&self) -> bool {
-        self.dist.world_size > 1
+        self.collective.exchanges()
     }
 
     /// Sets every rank's parameters to rank 0's.

@@ -90,7 +90,7 @@ impl<M: Model> Trainer<M> {
             .next()
             .map(|p| p.var.device().clone())
             .ok_or_else(|| Error::Usage("the model has no parameters to train".into()))?;
-        let (dist, collective) = crate::dist::process_group()?;
+        let (dist, collective) = crate::dist::process_group_for(&device)?;
         let mut callbacks = CallbackHandler::default();
         callbacks.add(Box::new(DefaultFlowCallback));
         if args.disable_tqdm {

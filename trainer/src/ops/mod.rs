@@ -1,0 +1,81 @@
+//! Fused operations with a backward pass, for the hot spots of training.
+//!
+//! Why: candle's composed softmax (`max`, `sub`, `exp`, `sum`, `div`, each a
+//! kernel, the broadcast ones through candle's strided path) and the casts
+//! and mask around it cost the reference GPT about 10 ms per layer and step
+//! on an H100, and keep five score-sized f32 tensors alive for the backward
+//! pass (notes/gpu-performance.md); candle's fused `softmax_last_dim` has no
+//! backward. [`attention_softmax`] does the scale, the causal mask and the
+//! softmax in one kernel that reads and writes the scores' own dtype (bf16
+//! under mixed precision) and computes in f32, and its backward,
+//! `scale * y * (g - sum(g * y))`, in one more.
+//!
+//! [`cross_entropy_rows`] does the same for the loss: log-softmax and the
+//! pick of the label's entry in one kernel, `softmax - onehot` in one more;
+//! [`gelu`] for the MLP's activation, whose candle backward is about
+//! fifteen element-wise kernels.
+//!
+//! The CUDA kernels are taper's own (`kernels/*.cu`, compiled to PTX by
+//! `build.rs` with the `cuda` feature). The CPU paths compute the same
+//! things with plain loops; they are what the tests compare with the
+//! composed ops. The models and the loss use the fused ops on a GPU only
+//! ([`use_fused`]) and keep the composed ops on the CPU.
+
+use candle_core::{DType, Layout};
+
+mod cross_entropy;
+mod gelu;
+mod softmax;
+
+pub use cross_entropy::cross_entropy_rows;
+pub use gelu::gelu;
+pub use softmax::attention_softmax;
+
+/// Whether the op `name` (`softmax`, `cross_entropy` or `gelu`) runs fused for a
+/// tensor of `dtype` on `device`: on a GPU, for f32, bf16 and f16, unless
+/// the environment variable `TAPER_COMPOSED_OPS` names it (a comma list, or
+/// `all`), which brings candle's composed ops back, to measure the
+/// difference or to rule a kernel out.
+pub fn use_fused(name: &str, device: &candle_core::Device, dtype: DType) -> bool {
+    static COMPOSED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let composed = COMPOSED.get_or_init(|| {
+        std::env::var("TAPER_COMPOSED_OPS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    });
+    device.is_cuda() && fused_dtype(dtype) && !composed.iter().any(|c| c == name || c == "all")
+}
+
+/// One block per row, about four elements per thread (32 to 1024 threads).
+#[cfg(feature = "cuda")]
+pub(crate) fn launch_config(
+    rows: usize,
+    cols: usize,
+) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+    let threads = cols.div_ceil(4).div_ceil(32).clamp(1, 32) * 32;
+    candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The contiguous elements of `layout` in `data`.
+pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("taper's fused ops need contiguous tensors"),
+    }
+}
+
+/// The length of the last dimension (the rows' length).
+pub(crate) fn last_dim(layout: &Layout) -> usize {
+    layout.dims().last().copied().unwrap_or(1)
+}
+
+/// Whether taper's own GPU kernels support `dtype`.
+pub fn fused_dtype(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+}
