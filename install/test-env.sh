@@ -18,13 +18,7 @@ if ! command -v chromium >/dev/null 2>&1; then
       "the rendering test will fail until it is installed" >&2
   fi
 fi
-# mold links each notebook cell several times faster than the system
-# linker; evcxr uses it when it is on PATH (Debian's package, as root).
-if ! command -v mold >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "==> installing mold (the linker notebook cells use when it is there)"
-  (apt-get install -y -qq mold >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mold >/dev/null; }) \
-    || echo "warning: mold could not be installed; cells link with the system linker" >&2
-fi
+bash install/mold.sh
 stamp=.venv/.requirements
 if [ -f "$stamp" ] && cmp -s "$stamp" tests/requirements.txt; then
   exit 0
