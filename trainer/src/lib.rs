@@ -35,6 +35,7 @@ pub mod dist;
 pub mod error;
 pub mod init;
 pub mod interrupt;
+pub mod log;
 pub mod loss;
 pub mod memory;
 pub mod metrics;

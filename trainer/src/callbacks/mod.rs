@@ -229,14 +229,15 @@ impl CallbackHandler {
     pub fn load_states(
         &mut self,
         states: &serde_json::Map<String, serde_json::Value>,
+        log: &crate::log::Log,
     ) -> Result<()> {
         for (name, state) in states {
             match self.callbacks.iter_mut().find(|c| &c.name() == name) {
                 Some(callback) => callback.load_state(state)?,
                 None if name == "TrainerControl" => {}
-                None => eprintln!(
-                    "taper: warning: the checkpoint has state for callback {name}, which this Trainer does not have; it is ignored"
-                ),
+                None => log.warning(format_args!(
+                    "the checkpoint has state for callback {name}, which this Trainer does not have; it is ignored"
+                )),
             }
         }
         Ok(())

@@ -141,6 +141,12 @@ pub fn problems(dir: &Path) -> Vec<String> {
 /// newest usable checkpoint in `output_dir`. Errors name what is wrong and
 /// which checkpoints are usable.
 pub fn resolve(spec: &str, output_dir: &Path) -> Result<PathBuf> {
+    resolve_with_log(spec, output_dir, &crate::log::Log::default())
+}
+
+/// [`resolve`], printing its warnings (a damaged checkpoint skipped) at
+/// the level `log` allows.
+pub fn resolve_with_log(spec: &str, output_dir: &Path, log: &crate::log::Log) -> Result<PathBuf> {
     if spec == "true" {
         let all = sorted_checkpoints(output_dir)?;
         for dir in all.iter().rev() {
@@ -148,11 +154,11 @@ pub fn resolve(spec: &str, output_dir: &Path) -> Result<PathBuf> {
             if problems.is_empty() {
                 return Ok(dir.clone());
             }
-            eprintln!(
-                "taper: warning: skipping {} ({}); trying an older checkpoint",
+            log.warning(format_args!(
+                "skipping {} ({}); trying an older checkpoint",
                 dir.display(),
                 problems.join(", ")
-            );
+            ));
         }
         return Err(Error::Usage(format!(
             "resume_from_checkpoint=true, but {} holds no usable checkpoint{}",

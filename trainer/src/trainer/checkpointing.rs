@@ -121,7 +121,7 @@ impl<M: Model> Trainer<M> {
         else {
             return Ok(ResumePoint::default());
         };
-        let dir = checkpoint::resolve(&spec, Path::new(&self.args.output_dir))?;
+        let dir = checkpoint::resolve_with_log(&spec, Path::new(&self.args.output_dir), &self.log)?;
         let read_json = |name: &str| -> Result<serde_json::Value> {
             let path = dir.join(name);
             let text = std::fs::read_to_string(&path)?;
@@ -163,7 +163,8 @@ impl<M: Model> Trainer<M> {
             .load_state(&read_json(SCHEDULER_NAME)?)?;
 
         let saved: TrainerState = serde_json::from_value(read_json(TRAINER_STATE_NAME)?)?;
-        self.callbacks.load_states(&saved.stateful_callbacks)?;
+        self.callbacks
+            .load_states(&saved.stateful_callbacks, &self.log)?;
         let fresh = std::mem::replace(&mut self.state, saved);
         // The plan of this run wins over the saved one, as in HF.
         self.state.max_steps = fresh.max_steps;
@@ -183,11 +184,11 @@ impl<M: Model> Trainer<M> {
         } else {
             step % plan.updates_per_epoch
         };
-        eprintln!(
-            "taper: resuming from {} at step {step} (epoch {}, skipping {updates_done} optimizer steps of batches)",
+        self.log.info(format_args!(
+            "resuming from {} at step {step} (epoch {}, skipping {updates_done} optimizer steps of batches)",
             dir.display(),
             step / plan.updates_per_epoch
-        );
+        ));
         Ok(ResumePoint {
             epoch: step / plan.updates_per_epoch,
             updates_done,
@@ -238,11 +239,11 @@ impl<M: Model> Trainer<M> {
             ));
         }
         if !changed.is_empty() {
-            eprintln!(
-                "taper: warning: resuming from {} with changed arguments: {}; the batches after the resume will not be those of the uninterrupted run",
+            self.log.warning(format_args!(
+                "resuming from {} with changed arguments: {}; the batches after the resume will not be those of the uninterrupted run",
                 dir.display(),
                 changed.join(", ")
-            );
+            ));
         }
     }
 }

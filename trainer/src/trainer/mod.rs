@@ -28,6 +28,7 @@ use crate::callbacks::{
 use crate::data::{CollateFn, DataLoader, Dataset, Sharding};
 use crate::dist::{Collective, DistEnv};
 use crate::error::{Error, Result};
+use crate::log::Log;
 use crate::memory::{MemoryTracker, Stage};
 use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
 use crate::model::Model;
@@ -64,6 +65,8 @@ pub struct Trainer<M: Model> {
     collective: Arc<dyn Collective>,
     /// fp16's dynamic loss scaling; `None` unless `fp16`.
     scaler: Option<LossScaler>,
+    /// What this rank prints (`log_level` on rank 0, `log_level_replica` on the others).
+    log: Log,
 }
 
 /// Training losses between two logs, and over the whole run (HF's `tr_loss`
@@ -91,6 +94,7 @@ impl<M: Model> Trainer<M> {
             .map(|p| p.var.device().clone())
             .ok_or_else(|| Error::Usage("the model has no parameters to train".into()))?;
         let (dist, collective) = crate::dist::process_group_for(&device)?;
+        let log = Log::for_rank(&args, dist.rank);
         let mut callbacks = CallbackHandler::default();
         callbacks.add(Box::new(DefaultFlowCallback));
         if args.disable_tqdm {
@@ -118,6 +122,7 @@ impl<M: Model> Trainer<M> {
             },
             control: TrainerControl::default(),
             memory,
+            log,
             dist,
             collective,
             scaler,
@@ -258,10 +263,10 @@ impl<M: Model> Trainer<M> {
                 self.emit(Callback::on_step_end)?;
                 self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
                 if crate::interrupt::take() {
-                    eprintln!(
-                        "taper: interrupted at step {}; the trainer and the model keep their state",
+                    self.log.info(format_args!(
+                        "interrupted at step {}; the trainer and the model keep their state",
                         self.state.global_step
-                    );
+                    ));
                     break 'epochs;
                 }
                 if self.control.should_epoch_stop || self.control.should_training_stop {
@@ -312,11 +317,15 @@ impl<M: Model> Trainer<M> {
                 self.hooks
                     .training_step(&self.model, &self.params, &batch, &ctx)?;
             if !loss.is_finite() {
-                eprintln!(
-                    "taper: warning: non-finite loss ({loss}) at step {} (micro-batch {index} of the epoch){}",
+                self.log.warning(format_args!(
+                    "non-finite loss ({loss}) at step {} (micro-batch {index} of the epoch){}",
                     self.state.global_step + 1,
-                    if self.args.logging_nan_inf_filter { "; logging_nan_inf_filter keeps it out of the logged loss" } else { "" }
-                );
+                    if self.args.logging_nan_inf_filter {
+                        "; logging_nan_inf_filter keeps it out of the logged loss"
+                    } else {
+                        ""
+                    }
+                ));
             }
             losses.add(
                 loss,
@@ -348,9 +357,7 @@ impl<M: Model> Trainer<M> {
         };
         let finite = scaler.unscale(grads)?;
         if let Some(message) = scaler.update(finite) {
-            if self.dist.rank == 0 {
-                eprintln!("taper: {message}");
-            }
+            self.log.info(message);
         }
         Ok(finite)
     }
