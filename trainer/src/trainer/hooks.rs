@@ -66,15 +66,20 @@ pub trait TrainingHooks<M: Model>: Send {
     }
 
     /// One micro-batch: the loss (already divided by the number of
-    /// micro-batches) and the gradients of `params`, taken of the loss times
-    /// `ctx.loss_scale` (a custom training step must scale it too).
+    /// micro-batches; a scalar tensor, detached from the graph) and the
+    /// gradients of `params`, taken of the loss times `ctx.loss_scale` (a
+    /// custom training step must scale it too).
+    ///
+    /// The loss stays a tensor, as HF's `training_step` returns one: the
+    /// Trainer reads the losses back only when it logs or saves, so a step
+    /// on a GPU does not wait for the device to finish the previous one.
     fn training_step(
         &self,
         model: &M,
         params: &Parameters,
         batch: &Batch,
         ctx: &StepContext,
-    ) -> Result<(f64, Gradients)> {
+    ) -> Result<(Tensor, Gradients)> {
         let (loss, _) = self.compute_loss(model, batch, ctx)?;
         let loss = (loss / ctx.num_micro_batches as f64)?;
         let scaled = if ctx.loss_scale == 1.0 {
@@ -83,10 +88,8 @@ pub trait TrainingHooks<M: Model>: Send {
             (&loss * ctx.loss_scale)?
         };
         let grads = Gradients::from_store(params, &scaled.backward()?);
-        Ok((
-            loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
-            grads,
-        ))
+        // Detached: a kept loss must not keep the step's graph (its activations) alive.
+        Ok((loss.detach(), grads))
     }
 
     /// One evaluation batch: loss (through [`TrainingHooks::compute_loss`]

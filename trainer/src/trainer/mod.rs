@@ -71,11 +71,31 @@ pub struct Trainer<M: Model> {
 
 /// Training losses between two logs, and over the whole run (HF's `tr_loss`
 /// and `_total_loss_scalar`).
+///
+/// The micro-batches' losses wait as device tensors in `pending` and are
+/// read back (one device-to-host copy for all of them) only when a log, a
+/// checkpoint or the end of training needs the sums: reading each loss at
+/// once would make every step wait for the GPU, which then idles while the
+/// CPU queues the optimizer step and the next batch (7-9% of a bf16 step of
+/// the reference GPT on an H200, notes/gpu-performance.md). The sums are
+/// the same f64 additions in the same order as reading them one by one.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct LossWindow {
     sum: f64,
     total: f64,
     last_logged_step: usize,
+    #[serde(skip)]
+    pending: Vec<PendingLoss>,
+}
+
+/// A micro-batch's loss not read back yet, with where it came from.
+#[derive(Debug, Clone)]
+struct PendingLoss {
+    loss: Tensor,
+    /// `global_step` when the loss was computed (before the step's increment).
+    global_step: usize,
+    /// The micro-batch's index in the epoch.
+    index: usize,
 }
 
 impl<M: Model> Trainer<M> {
@@ -316,22 +336,11 @@ impl<M: Model> Trainer<M> {
             let (loss, step_grads) =
                 self.hooks
                     .training_step(&self.model, &self.params, &batch, &ctx)?;
-            if !loss.is_finite() {
-                self.log.warning(format_args!(
-                    "non-finite loss ({loss}) at step {} (micro-batch {index} of the epoch){}",
-                    self.state.global_step + 1,
-                    if self.args.logging_nan_inf_filter {
-                        "; logging_nan_inf_filter keeps it out of the logged loss"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            losses.add(
+            losses.pending.push(PendingLoss {
                 loss,
-                self.args.logging_nan_inf_filter,
-                self.state.global_step,
-            );
+                global_step: self.state.global_step,
+                index,
+            });
             grads.accumulate(step_grads)?;
             if index != last {
                 self.emit(Callback::on_substep_end)?;
@@ -385,6 +394,9 @@ impl<M: Model> Trainer<M> {
         losses: &mut LossWindow,
         grad_norm: Option<f64>,
     ) -> Result<()> {
+        if self.control.should_log || self.control.should_save {
+            self.read_losses(losses)?;
+        }
         if self.control.should_log && self.state.global_step > losses.last_logged_step {
             let mut logs = Metrics::new();
             let steps = (self.state.global_step - losses.last_logged_step) as f64;
@@ -428,6 +440,38 @@ impl<M: Model> Trainer<M> {
         Ok(())
     }
 
+    /// Reads the pending losses back and adds them to the window, in order,
+    /// warning about non-finite ones (HF's `logging_nan_inf_filter` replaces
+    /// them by the window's mean so far, see [`LossWindow::add`]).
+    fn read_losses(&self, losses: &mut LossWindow) -> Result<()> {
+        if losses.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut losses.pending);
+        // One copy for all: each loss in f64 (as a single read would give it), stacked.
+        let values = pending
+            .iter()
+            .map(|p| p.loss.to_dtype(candle_core::DType::F64))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let values = Tensor::stack(&values, 0)?.to_vec1::<f64>()?;
+        for (p, loss) in pending.iter().zip(values) {
+            if !loss.is_finite() {
+                self.log.warning(format_args!(
+                    "non-finite loss ({loss}) at step {} (micro-batch {} of the epoch){}",
+                    p.global_step + 1,
+                    p.index,
+                    if self.args.logging_nan_inf_filter {
+                        "; logging_nan_inf_filter keeps it out of the logged loss"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            losses.add(loss, self.args.logging_nan_inf_filter, p.global_step);
+        }
+        Ok(())
+    }
+
     /// Records `logs` in the history (with the epoch and step) and tells the callbacks.
     pub fn log(&mut self, mut logs: Metrics) -> Result<()> {
         if let Some(epoch) = self.state.epoch {
@@ -446,6 +490,7 @@ impl<M: Model> Trainer<M> {
         mut losses: LossWindow,
         steps_done: usize,
     ) -> Result<TrainOutput> {
+        self.read_losses(&mut losses)?;
         losses.total = self.mean_over_ranks(losses.total + losses.sum)?;
         let steps = (self.state.global_step as f64).max(0.001);
         let training_loss = losses.total / steps;
