@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 3] = ["softmax", "cross_entropy", "gelu"];
+const KERNELS: [&str; 4] = ["softmax", "cross_entropy", "gelu", "adamw"];
 
 fn main() {
     println!("cargo::rerun-if-changed=kernels");

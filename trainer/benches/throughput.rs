@@ -31,13 +31,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use taper::callbacks::TrainerCallback;
 use taper::data::{default_collate, Batch, Field, Sample, VecDataset};
 use taper::models::{Gpt, GptConfig};
 use taper::optim::{self, Gradients, Parameters};
 use taper::precision::Precision;
-use taper::trainer::{TrainerControl, TrainerState};
+use taper::trainer::{DefaultHooks, StepContext, TrainerControl, TrainerState, TrainingHooks};
 use taper::{Model, Trainer, TrainingArguments};
 
 #[path = "throughput/ops.rs"]
@@ -211,7 +211,25 @@ impl TrainerCallback for Timer {
     }
 }
 
-fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, out: &mut Measured) {
+/// HF's training step, then the loss read back at once: the Trainer's
+/// behaviour before it kept the losses on the device (a `+syncloss` mode).
+struct SyncLoss;
+
+impl TrainingHooks<Gpt> for SyncLoss {
+    fn training_step(
+        &self,
+        model: &Gpt,
+        params: &Parameters,
+        batch: &Batch,
+        ctx: &StepContext,
+    ) -> taper::Result<(Tensor, Gradients)> {
+        let (loss, grads) = DefaultHooks.training_step(model, params, batch, ctx)?;
+        loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok((loss, grads))
+    }
+}
+
+fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, sync_loss: bool, out: &mut Measured) {
     let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
     let poller = Arc::new(Mutex::new(Poller::start()));
     let marks = Arc::new(Mutex::new((None, None, 0)));
@@ -225,6 +243,9 @@ fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, out: &mut Measured) {
         .unwrap()
         .with_train_dataset(data)
         .with_callback(timer);
+    if sync_loss {
+        trainer = trainer.with_hooks(SyncLoss);
+    }
     trainer.callbacks_mut().pop("PrinterCallback");
     trainer.train().unwrap();
     let (start, end, peak) = *marks.lock().unwrap();
@@ -309,22 +330,19 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
     out.ms_per_step = start.elapsed().as_secs_f64() * 1e3 / setup.steps as f64;
 }
 
-/// One mode, in this (child) process; prints a `RESULT` line. A mode ending
-/// in `+trim` turns off the GPU memory pool's caching (CUDA's default), to
-/// measure what the caching gains.
-fn child(setup: &Setup, mode: &str) {
-    let (mode, trim) = match mode.strip_suffix("+trim") {
-        Some(base) => (base, true),
-        None => (mode, false),
-    };
+/// One mode, in this (child) process; prints a `RESULT` line. Suffixes:
+/// `+trim` turns off the GPU memory pool's caching (CUDA's default), to
+/// measure what the caching gains; `+syncloss` (Trainer modes) reads every
+/// micro-batch's loss back right after its backward pass, as the Trainer did
+/// before it kept the losses on the device, to measure what that costs.
+fn child(setup: &Setup, label: &str) {
+    let mut parts = label.split('+');
+    let mode = parts.next().unwrap_or_default();
+    let flags: Vec<&str> = parts.collect();
+    let (trim, sync_loss) = (flags.contains(&"trim"), flags.contains(&"syncloss"));
     if trim && setup.device.is_cuda() {
         taper::device::set_gpu_memory_caching(0, false).unwrap();
     }
-    let label = if trim {
-        format!("{mode}+trim")
-    } else {
-        mode.to_string()
-    };
     let context_bytes = gpu_used();
     let mut model = Gpt::new(&setup.config, 0, &setup.device).unwrap();
     let bf16 = mode.ends_with("bf16");
@@ -340,9 +358,9 @@ fn child(setup: &Setup, mode: &str) {
         ..Default::default()
     };
     if mode.starts_with("trainer") {
-        run_trainer(setup, model, bf16, &mut out);
+        run_trainer(setup, model, bf16, sync_loss, &mut out);
     } else if mode.starts_with("phases") {
-        run_phases(setup, model, &label);
+        run_phases(setup, model, label);
         return;
     } else {
         run_bare(setup, model, &mut out);
@@ -483,6 +501,8 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for (mode, m) in &results {
         let ratio = if let Some(variant) = mode.strip_prefix("trainer-") {
+            // A `+syncloss` Trainer compares with the same bare loop.
+            let variant = variant.replace("+syncloss", "");
             results
                 .iter()
                 .find(|(other, _)| *other == format!("bare-{variant}"))

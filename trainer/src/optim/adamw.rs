@@ -9,6 +9,7 @@
 use candle_core::Tensor;
 
 use super::buffers::{saved_step, Buffers};
+use super::fused_adamw::{self, StepScalars};
 use super::{Gradients, Optimizer, OptimizerState, Parameters};
 use crate::error::Result;
 
@@ -34,6 +35,8 @@ pub struct AdamW {
     exp_avg: Buffers,
     exp_avg_sq: Buffers,
     step: u64,
+    /// Whether the fused GPU kernel, which updates the moments in place, has run.
+    fused: bool,
 }
 
 impl AdamW {
@@ -46,6 +49,7 @@ impl AdamW {
             exp_avg: Buffers::new("exp_avg", n),
             exp_avg_sq: Buffers::new("exp_avg_sq", n),
             step: 0,
+            fused: false,
         }
     }
 }
@@ -59,15 +63,38 @@ impl Optimizer for AdamW {
         for (i, param) in self.params.iter().enumerate() {
             let Some(grad) = grads.get(i) else { continue };
             let theta = param.var.as_tensor().detach();
-            let m =
-                ((self.exp_avg.get_or_zeros(i, &theta)? * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
-            let v = ((self.exp_avg_sq.get_or_zeros(i, &theta)? * c.beta2)?
-                + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let decay = if param.decay {
                 lr * c.weight_decay
             } else {
                 0.0
             };
+            if fused_adamw::applies(&theta, grad) {
+                let m = self.exp_avg.get_or_zeros(i, &theta)?;
+                let v = self.exp_avg_sq.get_or_zeros(i, &theta)?;
+                let (step_size, sqrt_bc2) = if c.decay_after_update {
+                    (lr * bc2.sqrt() / bc1, 1.0)
+                } else {
+                    (lr / bc1, bc2.sqrt())
+                };
+                let scalars = StepScalars {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    keep: 1.0 - decay,
+                    step_size,
+                    sqrt_bc2,
+                    decay_after: c.decay_after_update,
+                };
+                fused_adamw::update(&theta, grad, &m, &v, &scalars)?;
+                self.exp_avg.set(i, m);
+                self.exp_avg_sq.set(i, v);
+                self.fused = true;
+                continue;
+            }
+            let m =
+                ((self.exp_avg.get_or_zeros(i, &theta)? * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
+            let v = ((self.exp_avg_sq.get_or_zeros(i, &theta)? * c.beta2)?
+                + (grad.sqr()? * (1.0 - c.beta2))?)?;
             let next = if c.decay_after_update {
                 let step_size = lr * bc2.sqrt() / bc1;
                 let denom = (v.sqrt()? + c.eps)?;
@@ -90,13 +117,29 @@ impl Optimizer for AdamW {
         self.exp_avg.save(&self.params, &mut state.tensors);
         self.exp_avg_sq.save(&self.params, &mut state.tensors);
         state.scalars.insert("step".into(), self.step.into());
+        if self.fused {
+            // The fused kernel updates the moments in place: the state handed
+            // out must not change with later steps.
+            for tensor in state.tensors.values_mut() {
+                if let Ok(copy) = tensor.copy() {
+                    *tensor = copy;
+                }
+            }
+        }
         state
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         self.step = saved_step(&state.scalars)?;
         self.exp_avg.load(&self.params, &state.tensors)?;
-        self.exp_avg_sq.load(&self.params, &state.tensors)
+        self.exp_avg_sq.load(&self.params, &state.tensors)?;
+        if self.params.iter().any(|p| p.var.device().is_cuda()) {
+            // Loaded buffers may share memory with `state`, which the fused
+            // kernel's in-place updates must leave alone.
+            self.exp_avg.own_copies()?;
+            self.exp_avg_sq.own_copies()?;
+        }
+        Ok(())
     }
 }
 

@@ -39,6 +39,15 @@ impl Buffers {
         self.values[i] = Some(value);
     }
 
+    /// Replaces every buffer by a copy of its own (no memory shared with
+    /// whoever handed it in), for optimizers that update buffers in place.
+    pub(crate) fn own_copies(&mut self) -> Result<()> {
+        for value in self.values.iter_mut().flatten() {
+            *value = value.copy()?;
+        }
+        Ok(())
+    }
+
     /// Writes every existing buffer as `"{kind}.{parameter name}"`.
     pub(crate) fn save(&self, params: &Parameters, out: &mut BTreeMap<String, Tensor>) {
         for (param, value) in params.iter().zip(&self.values) {

@@ -8,6 +8,7 @@
 
 mod adamw;
 mod buffers;
+mod fused_adamw;
 mod grads;
 mod lion;
 mod params;
