@@ -14,10 +14,12 @@
 //!
 //! GPU memory: candle allocates through CUDA's stream-ordered allocator
 //! (`cuMemAllocAsync`), whose pool by default gives every freed byte back
-//! to the driver at each synchronisation, and a training step synchronises
-//! at least once (reading the loss). The next step then maps all its
-//! memory anew, which on the reference GPT cost more time than the matrix
-//! products (notes/gpu-performance.md). [`gpu`] therefore keeps freed memory
+//! to the driver at each synchronisation, and training synchronises often
+//! (a loop reading its loss every step, the Trainer at every log). The next
+//! step then maps all its memory anew, which was suspected of costing the
+//! reference GPT more time than its matrix products; measured, a few
+//! percent on loops that synchronise several times a step
+//! (notes/gpu-performance-calls-1-3.md). [`gpu`] therefore keeps freed memory
 //! cached in the pool ([`set_gpu_memory_caching`]), as PyTorch's caching
 //! allocator does; the device's used memory then includes that cache.
 

@@ -1,6 +1,6 @@
 //! The `--ops` mode of the throughput bench: the reference GPT's
 //! operations one by one on its shapes, forward and forward+backward, to
-//! see where a step's time goes (notes/gpu-performance.md, call 3).
+//! see where a step's time goes (notes/gpu-performance-calls-1-3.md, call 3).
 
 use std::time::Instant;
 

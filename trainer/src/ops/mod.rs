@@ -31,7 +31,8 @@ pub use cross_entropy::cross_entropy_rows;
 pub use gelu::gelu;
 pub use softmax::attention_softmax;
 
-/// Whether the op `name` (`softmax`, `cross_entropy` or `gelu`) runs fused for a
+/// Whether the op `name` (`softmax`, `cross_entropy`, `gelu`, or `adamw` for
+/// the optimizer's update) runs fused for a
 /// tensor of `dtype` on `device`: on a GPU, for f32, bf16 and f16, unless
 /// the environment variable `TAPER_COMPOSED_OPS` names it (a comma list, or
 /// `all`), which brings candle's composed ops back, to measure the
