@@ -55,6 +55,15 @@ impl Gradients {
     /// The L2 norm of all gradients together.
     pub fn global_norm(&self) -> Result<f64> {
         // One device-to-host read for all parameters, not one each.
+        match self.sum_of_squares()? {
+            None => Ok(0.0),
+            Some(t) => Ok(f64::from(t.to_scalar::<f32>()?).sqrt()),
+        }
+    }
+
+    /// The sum of every gradient's squares, an f32 scalar on the gradients'
+    /// device; `None` without gradients.
+    fn sum_of_squares(&self) -> Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
         for grad in self.0.iter().flatten() {
             let squares = grad.to_dtype(DType::F32)?.sqr()?.sum_all()?;
@@ -63,10 +72,7 @@ impl Gradients {
                 Some(t) => (t + squares)?,
             });
         }
-        match total {
-            None => Ok(0.0),
-            Some(t) => Ok(f64::from(t.to_scalar::<f32>()?).sqrt()),
-        }
+        Ok(total)
     }
 
     /// Scales every gradient by `factor`.
@@ -87,5 +93,64 @@ impl Gradients {
             self.scale(coef)?;
         }
         Ok(norm)
+    }
+
+    /// Clips as [`Gradients::clip_global_norm`] does without reading anything
+    /// back, as PyTorch's `clip_grad_norm_` does: the norm stays an f32
+    /// scalar on the gradients' device (returned; `None` without gradients)
+    /// and every gradient is multiplied by `min(max_norm / (norm + 1e-6), 1)`
+    /// computed there. On a GPU this spares a step its wait for the device;
+    /// the coefficient's f32 arithmetic differs from the f64 one of
+    /// `clip_global_norm` in the last bits.
+    pub fn clip_global_norm_on_device(&mut self, max_norm: f64) -> Result<Option<Tensor>> {
+        let Some(total) = self.sum_of_squares()? else {
+            return Ok(None);
+        };
+        let norm = total.sqrt()?;
+        let coef = ((&norm + 1e-6)?.recip()? * max_norm)?.minimum(1.0)?;
+        for grad in self.0.iter_mut().flatten() {
+            *grad = grad.broadcast_mul(&coef.to_dtype(grad.dtype())?)?;
+        }
+        Ok(Some(norm))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::Gradients;
+
+    fn make() -> Gradients {
+        let t = |v: &[f32]| Some(Tensor::new(v, &Device::Cpu).unwrap());
+        Gradients::from_vec(vec![t(&[3.0, 0.0]), None, t(&[4.0, 12.0])])
+    }
+
+    fn values(g: &Gradients) -> Vec<f32> {
+        g.iter()
+            .flatten()
+            .flat_map(|t| t.to_vec1::<f32>().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn clipping_on_the_device_matches_clipping_with_a_read_norm() {
+        for max_norm in [1.0, 20.0] {
+            let (mut read, mut kept) = (make(), make());
+            let norm = read.clip_global_norm(max_norm).unwrap();
+            let on_device = kept.clip_global_norm_on_device(max_norm).unwrap().unwrap();
+            assert_eq!(f64::from(on_device.to_scalar::<f32>().unwrap()), norm);
+            for (a, b) in values(&read).iter().zip(values(&kept)) {
+                assert!((a - b).abs() <= 1e-7, "max_norm {max_norm}: {a} vs {b}");
+            }
+        }
+        // Not clipping multiplies by exactly 1.
+        let mut kept = make();
+        kept.clip_global_norm_on_device(20.0).unwrap();
+        assert_eq!(values(&kept), values(&make()));
+        assert!(Gradients::default()
+            .clip_global_norm_on_device(1.0)
+            .unwrap()
+            .is_none());
     }
 }

@@ -10,11 +10,14 @@ mod checkpointing;
 mod distributed;
 mod evaluate;
 pub mod hooks;
+mod losses;
 mod state;
 
 pub use evaluate::PredictionOutput;
 pub use hooks::{ComputeLossFn, DefaultHooks, PredictionStep, StepContext, TrainingHooks};
 pub use state::{TrainOutput, TrainerControl, TrainerState, TrainingPlan};
+
+use losses::{GradNorm, LossWindow, PendingLoss};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,35 +70,6 @@ pub struct Trainer<M: Model> {
     scaler: Option<LossScaler>,
     /// What this rank prints (`log_level` on rank 0, `log_level_replica` on the others).
     log: Log,
-}
-
-/// Training losses between two logs, and over the whole run (HF's `tr_loss`
-/// and `_total_loss_scalar`).
-///
-/// The micro-batches' losses wait as device tensors in `pending` and are
-/// read back (one device-to-host copy for all of them) only when a log, a
-/// checkpoint or the end of training needs the sums: reading each loss at
-/// once would make every step wait for the GPU, which then idles while the
-/// CPU queues the optimizer step and the next batch (7-9% of a bf16 step of
-/// the reference GPT on an H200, notes/gpu-performance.md). The sums are
-/// the same f64 additions in the same order as reading them one by one.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-struct LossWindow {
-    sum: f64,
-    total: f64,
-    last_logged_step: usize,
-    #[serde(skip)]
-    pending: Vec<PendingLoss>,
-}
-
-/// A micro-batch's loss not read back yet, with where it came from.
-#[derive(Debug, Clone)]
-struct PendingLoss {
-    loss: Tensor,
-    /// `global_step` when the loss was computed (before the step's increment).
-    global_step: usize,
-    /// The micro-batch's index in the epoch.
-    index: usize,
 }
 
 impl<M: Model> Trainer<M> {
@@ -281,7 +255,7 @@ impl<M: Model> Trainer<M> {
                 self.state.epoch =
                     Some(epoch as f64 + micro_batches.end as f64 / plan.batches_per_epoch as f64);
                 self.emit(Callback::on_step_end)?;
-                self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
+                self.maybe_log_save_evaluate(&mut losses, grad_norm.as_ref())?;
                 if crate::interrupt::take() {
                     self.log.info(format_args!(
                         "interrupted at step {}; the trainer and the model keep their state",
@@ -294,7 +268,7 @@ impl<M: Model> Trainer<M> {
                 }
             }
             self.emit(Callback::on_epoch_end)?;
-            self.maybe_log_save_evaluate(&mut losses, grad_norm)?;
+            self.maybe_log_save_evaluate(&mut losses, grad_norm.as_ref())?;
             if self.control.should_training_stop {
                 break;
             }
@@ -350,11 +324,22 @@ impl<M: Model> Trainer<M> {
     }
 
     /// Clips to `max_grad_norm` when it is positive; the norm before clipping.
-    fn clip_gradients(&self, grads: &mut Gradients) -> Result<Option<f64>> {
-        if self.args.max_grad_norm > 0.0 {
-            Ok(Some(grads.clip_global_norm(self.args.max_grad_norm)?))
-        } else {
+    ///
+    /// On a GPU the norm and the clipping stay on the device and the norm is
+    /// read back only when logged (as HF does), so that a step does not wait
+    /// for the GPU; on the CPU the norm is read at once, and the clipping
+    /// coefficient computed in f64, as before (exact-resume tests pin it).
+    fn clip_gradients(&self, grads: &mut Gradients) -> Result<Option<GradNorm>> {
+        let max_norm = self.args.max_grad_norm;
+        if max_norm <= 0.0 {
             Ok(None)
+        } else if self.device.is_cuda() {
+            Ok(Some(match grads.clip_global_norm_on_device(max_norm)? {
+                Some(norm) => GradNorm::OnDevice(norm),
+                None => GradNorm::Read(0.0),
+            }))
+        } else {
+            Ok(Some(GradNorm::Read(grads.clip_global_norm(max_norm)?)))
         }
     }
 
@@ -392,10 +377,10 @@ impl<M: Model> Trainer<M> {
     fn maybe_log_save_evaluate(
         &mut self,
         losses: &mut LossWindow,
-        grad_norm: Option<f64>,
+        grad_norm: Option<&GradNorm>,
     ) -> Result<()> {
         if self.control.should_log || self.control.should_save {
-            self.read_losses(losses)?;
+            losses.read_pending(&self.log, self.args.logging_nan_inf_filter)?;
         }
         if self.control.should_log && self.state.global_step > losses.last_logged_step {
             let mut logs = Metrics::new();
@@ -403,7 +388,7 @@ impl<M: Model> Trainer<M> {
             let window = self.mean_over_ranks(losses.sum)?;
             logs.insert("loss".into(), round(window / steps, 4));
             if let Some(norm) = grad_norm {
-                logs.insert("grad_norm".into(), norm);
+                logs.insert("grad_norm".into(), norm.value()?);
             }
             logs.insert("learning_rate".into(), self.scheduler_mut().lr());
             losses.total += losses.sum;
@@ -440,38 +425,6 @@ impl<M: Model> Trainer<M> {
         Ok(())
     }
 
-    /// Reads the pending losses back and adds them to the window, in order,
-    /// warning about non-finite ones (HF's `logging_nan_inf_filter` replaces
-    /// them by the window's mean so far, see [`LossWindow::add`]).
-    fn read_losses(&self, losses: &mut LossWindow) -> Result<()> {
-        if losses.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut losses.pending);
-        // One copy for all: each loss in f64 (as a single read would give it), stacked.
-        let values = pending
-            .iter()
-            .map(|p| p.loss.to_dtype(candle_core::DType::F64))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let values = Tensor::stack(&values, 0)?.to_vec1::<f64>()?;
-        for (p, loss) in pending.iter().zip(values) {
-            if !loss.is_finite() {
-                self.log.warning(format_args!(
-                    "non-finite loss ({loss}) at step {} (micro-batch {} of the epoch){}",
-                    p.global_step + 1,
-                    p.index,
-                    if self.args.logging_nan_inf_filter {
-                        "; logging_nan_inf_filter keeps it out of the logged loss"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-            losses.add(loss, self.args.logging_nan_inf_filter, p.global_step);
-        }
-        Ok(())
-    }
-
     /// Records `logs` in the history (with the epoch and step) and tells the callbacks.
     pub fn log(&mut self, mut logs: Metrics) -> Result<()> {
         if let Some(epoch) = self.state.epoch {
@@ -490,7 +443,7 @@ impl<M: Model> Trainer<M> {
         mut losses: LossWindow,
         steps_done: usize,
     ) -> Result<TrainOutput> {
-        self.read_losses(&mut losses)?;
+        losses.read_pending(&self.log, self.args.logging_nan_inf_filter)?;
         losses.total = self.mean_over_ranks(losses.total + losses.sum)?;
         let steps = (self.state.global_step as f64).max(0.001);
         let training_loss = losses.total / steps;
@@ -615,17 +568,5 @@ impl<M: Model> Trainer<M> {
             }
         }
         Ok(())
-    }
-}
-
-impl LossWindow {
-    /// Adds a micro-batch loss; a non-finite one is replaced by the window's
-    /// mean so far when `nan_inf_filter` is on (HF's `logging_nan_inf_filter`).
-    fn add(&mut self, loss: f64, nan_inf_filter: bool, global_step: usize) {
-        if nan_inf_filter && !loss.is_finite() {
-            self.sum += self.sum / (1 + global_step - self.last_logged_step) as f64;
-        } else {
-            self.sum += loss;
-        }
     }
 }
