@@ -113,7 +113,7 @@ fn random_tokens(setup: &Setup, num: usize) -> VecDataset {
     VecDataset::new(samples)
 }
 
-fn training_args(setup: &Setup, bf16: bool) -> TrainingArguments {
+fn training_args(setup: &Setup, bf16: bool, max_grad_norm: f64) -> TrainingArguments {
     let steps = setup.warmup + setup.steps;
     TrainingArguments::builder()
         .output_dir(
@@ -124,7 +124,7 @@ fn training_args(setup: &Setup, bf16: bool) -> TrainingArguments {
         )
         .learning_rate(3e-4)
         .weight_decay(0.01)
-        .max_grad_norm(0.0)
+        .max_grad_norm(max_grad_norm)
         .lr_scheduler_type("constant".to_string())
         .max_steps(steps as i64)
         // One log at the end of the warm-up, one at the end: their means.
@@ -229,7 +229,13 @@ impl TrainingHooks<Gpt> for SyncLoss {
     }
 }
 
-fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, sync_loss: bool, out: &mut Measured) {
+fn run_trainer(
+    setup: &Setup,
+    model: Gpt,
+    bf16: bool,
+    (sync_loss, max_grad_norm): (bool, f64),
+    out: &mut Measured,
+) {
     let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
     let poller = Arc::new(Mutex::new(Poller::start()));
     let marks = Arc::new(Mutex::new((None, None, 0)));
@@ -239,7 +245,7 @@ fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, sync_loss: bool, out: &mut
         poller: poller.clone(),
         marks: marks.clone(),
     };
-    let mut trainer = Trainer::new(training_args(setup, bf16), model)
+    let mut trainer = Trainer::new(training_args(setup, bf16, max_grad_norm), model)
         .unwrap()
         .with_train_dataset(data)
         .with_callback(timer);
@@ -267,7 +273,7 @@ fn run_trainer(setup: &Setup, model: Gpt, bf16: bool, sync_loss: bool, out: &mut
 fn run_phases(setup: &Setup, model: Gpt, mode: &str) {
     let data = random_tokens(setup, setup.batch_size * (setup.warmup + setup.steps));
     let params = Parameters::from_varmap(model.varmap());
-    let mut opt = optim::build(&training_args(setup, false), params.clone()).unwrap();
+    let mut opt = optim::build(&training_args(setup, false, 0.0), params.clone()).unwrap();
     let mut totals = [0.0f64; 3];
     for (i, chunk) in data.samples().chunks(setup.batch_size).enumerate() {
         let batch = default_collate(chunk, &setup.device).unwrap();
@@ -302,7 +308,7 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
         .map(|chunk| default_collate(chunk, &setup.device).unwrap())
         .collect();
     let params = Parameters::from_varmap(model.varmap());
-    let mut opt = optim::build(&training_args(setup, false), params.clone()).unwrap();
+    let mut opt = optim::build(&training_args(setup, false, 0.0), params.clone()).unwrap();
     let mut poller = Poller::start();
     let mut start = Instant::now();
     for (i, batch) in batches.iter().enumerate() {
@@ -334,12 +340,18 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
 /// `+trim` turns off the GPU memory pool's caching (CUDA's default), to
 /// measure what the caching gains; `+syncloss` (Trainer modes) reads every
 /// micro-batch's loss back right after its backward pass, as the Trainer did
-/// before it kept the losses on the device, to measure what that costs.
+/// before it kept the losses on the device, to measure what that costs;
+/// `+clip` (Trainer modes) clips gradients to a norm of 1 (HF's default; the
+/// other modes do not clip, as `torch_gpt.py`).
 fn child(setup: &Setup, label: &str) {
     let mut parts = label.split('+');
     let mode = parts.next().unwrap_or_default();
     let flags: Vec<&str> = parts.collect();
-    let (trim, sync_loss) = (flags.contains(&"trim"), flags.contains(&"syncloss"));
+    let (trim, sync_loss, clip) = (
+        flags.contains(&"trim"),
+        flags.contains(&"syncloss"),
+        flags.contains(&"clip"),
+    );
     if trim && setup.device.is_cuda() {
         taper::device::set_gpu_memory_caching(0, false).unwrap();
     }
@@ -358,7 +370,8 @@ fn child(setup: &Setup, label: &str) {
         ..Default::default()
     };
     if mode.starts_with("trainer") {
-        run_trainer(setup, model, bf16, sync_loss, &mut out);
+        let max_grad_norm = if clip { 1.0 } else { 0.0 };
+        run_trainer(setup, model, bf16, (sync_loss, max_grad_norm), &mut out);
     } else if mode.starts_with("phases") {
         run_phases(setup, model, label);
         return;
@@ -501,8 +514,8 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for (mode, m) in &results {
         let ratio = if let Some(variant) = mode.strip_prefix("trainer-") {
-            // A `+syncloss` Trainer compares with the same bare loop.
-            let variant = variant.replace("+syncloss", "");
+            // `+syncloss` and `+clip` Trainers compare with the same bare loop.
+            let variant = variant.replace("+syncloss", "").replace("+clip", "");
             results
                 .iter()
                 .find(|(other, _)| *other == format!("bare-{variant}"))
