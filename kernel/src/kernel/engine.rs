@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use evcxr::{CommandContext, EvalContextOutputs, EvalOutputs};
 
+use super::final_value;
+
 type Reply<T> = Sender<T>;
 
 enum Request {
@@ -69,6 +71,9 @@ impl Engine {
                 if let Err(e) = ctx.execute("let _ = ();") {
                     super::log(&format!("engine: warm-up cell failed: {e}"));
                 }
+                if let Err(e) = ctx.execute(final_value::DEBUG_DISPLAY) {
+                    super::log(&format!("engine: the Debug display trait failed: {e}"));
+                }
                 let current_pid =
                     |ctx: &CommandContext| ctx.process_handle().lock().map(|c| c.id()).unwrap_or(0);
                 pid_slot.store(current_pid(&ctx), Ordering::SeqCst);
@@ -80,7 +85,16 @@ impl Engine {
                                 .variables_and_types()
                                 .map(|(name, _)| name.to_string())
                                 .collect();
+                            let started = std::time::Instant::now();
                             let result = ctx.execute(&code);
+                            log_cell_time(started.elapsed(), &result);
+                            if result.is_ok() && final_value::changes_format(&code) {
+                                if let Err(e) = ctx.execute(final_value::DEBUG_DISPLAY_OFF) {
+                                    super::log(&format!(
+                                        "engine: could not drop the Debug display: {e}"
+                                    ));
+                                }
+                            }
                             // A crash restarts the child: keep the handle current.
                             pid_slot.store(current_pid(&ctx), Ordering::SeqCst);
                             let _ = reply.send(result);
@@ -293,4 +307,20 @@ mod tests {
         let shell = names.iter().position(|n| n == "sh").expect("sh is found");
         assert!(sleep < shell, "{names:?}");
     }
+}
+
+/// Writes how long a cell took, and evcxr's phases of it, to the kernel's
+/// log: what a slow cell spent its time on (the time not in a phase is
+/// evcxr's analysis of the code and the build of new dependencies).
+fn log_cell_time(took: std::time::Duration, result: &Result<EvalOutputs, evcxr::Error>) {
+    let phases = match result {
+        Ok(outputs) => outputs
+            .phases
+            .iter()
+            .map(|p| format!("{} {} ms", p.name, p.duration.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(_) => "failed".to_string(),
+    };
+    super::log(&format!("cell took {} ms ({phases})", took.as_millis()));
 }

@@ -13,6 +13,7 @@ mod deps;
 pub mod display;
 mod dist_env;
 mod engine;
+mod final_value;
 mod handlers;
 mod history;
 mod launch_cell;
