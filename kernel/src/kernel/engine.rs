@@ -276,6 +276,22 @@ fn build_cache_mib() -> Option<u64> {
     (mib > 0).then_some(mib)
 }
 
+/// Writes how long a cell took, and evcxr's phases of it, to the kernel's
+/// log: what a slow cell spent its time on (the time not in a phase is
+/// evcxr's analysis of the code and the build of new dependencies).
+fn log_cell_time(took: std::time::Duration, result: &Result<EvalOutputs, evcxr::Error>) {
+    let phases = match result {
+        Ok(outputs) => outputs
+            .phases
+            .iter()
+            .map(|p| format!("{} {} ms", p.name, p.duration.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(_) => "failed".to_string(),
+    };
+    super::log(&format!("cell took {} ms ({phases})", took.as_millis()));
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -307,20 +323,4 @@ mod tests {
         let shell = names.iter().position(|n| n == "sh").expect("sh is found");
         assert!(sleep < shell, "{names:?}");
     }
-}
-
-/// Writes how long a cell took, and evcxr's phases of it, to the kernel's
-/// log: what a slow cell spent its time on (the time not in a phase is
-/// evcxr's analysis of the code and the build of new dependencies).
-fn log_cell_time(took: std::time::Duration, result: &Result<EvalOutputs, evcxr::Error>) {
-    let phases = match result {
-        Ok(outputs) => outputs
-            .phases
-            .iter()
-            .map(|p| format!("{} {} ms", p.name, p.duration.as_millis()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Err(_) => "failed".to_string(),
-    };
-    super::log(&format!("cell took {} ms ({phases})", took.as_millis()));
 }
