@@ -11,7 +11,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 4] = ["softmax", "cross_entropy", "gelu", "adamw"];
+const KERNELS: [&str; 6] = [
+    "softmax",
+    "cross_entropy",
+    "gelu",
+    "adamw",
+    "layer_norm",
+    "embedding",
+];
 
 fn main() {
     println!("cargo::rerun-if-changed=kernels");

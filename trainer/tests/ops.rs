@@ -1,7 +1,7 @@
-//! taper's fused attention softmax, cross-entropy and GELU against candle's
-//! composed ops: the forward values and the gradients they pass back
-//! (softmax with and without the causal mask; cross-entropy with ignored
-//! labels), on the CPU (the ops' CPU paths) and, when taper is built with
+//! taper's fused attention softmax, cross-entropy, GELU, layer norm and
+//! embedding against candle's composed ops: the forward values and the
+//! gradients they pass back (softmax with and without the causal mask;
+//! cross-entropy with ignored labels), on the CPU (the ops' CPU paths) and, when taper is built with
 //! `cuda` and a GPU is present, on the GPU (taper's kernels; skipped with a
 //! printed reason otherwise).
 
@@ -242,7 +242,132 @@ fn check_gelu(device: &Device, n: usize, dtype: DType, tolerance: f32) {
     assert!(dg <= tolerance * 4.0, "{what}: gradients differ by {dg}");
 }
 
+/// The largest absolute value of a tensor, at least 1: a scale for sums
+/// over many rows (the layer norm's weight and bias gradients).
+fn scale_of(t: &Tensor) -> f32 {
+    max_diff(t, &t.zeros_like().unwrap()).max(1.0)
+}
+
+/// taper's layer norm in `dtype` on `device` against candle-nn's composed
+/// `layer_norm_slow` in f32 on the CPU: values, and the gradients of
+/// `sum(y * r)` for a random `r` with respect to x, weight and bias, each
+/// compared relative to its largest value.
+fn check_layer_norm(device: &Device, shape: &[usize], dtype: DType, tolerance: f32) {
+    let d = *shape.last().unwrap();
+    let round = |t: Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+    let x = round((normal(shape, 2.0, 6) + 0.5).unwrap());
+    let w = round((normal(&[d], 0.2, 7) + 1.0).unwrap());
+    let b = round(normal(&[d], 0.2, 8));
+    let r = normal(shape, 1.0, 9);
+    let vars = |device: &Device, dtype: DType| -> Vec<Var> {
+        [&x, &w, &b]
+            .iter()
+            .map(|t| {
+                Var::from_tensor(&t.to_dtype(dtype).unwrap().to_device(device).unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let grads_of = |y: &Tensor, vars: &[Var], r: &Tensor| -> Vec<Tensor> {
+        let grads = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .unwrap()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let reference_vars = vars(&Device::Cpu, DType::F32);
+    let [rx, rw, rb] = [0, 1, 2].map(|i| reference_vars[i].as_tensor().clone());
+    let reference = candle_nn::ops::layer_norm_slow(&rx, &rw, &rb, 1e-5).unwrap();
+    let reference_grads = grads_of(&reference, &reference_vars, &r);
+
+    let fused_vars = vars(device, dtype);
+    let [fx, fw, fb] = [0, 1, 2].map(|i| fused_vars[i].as_tensor().clone());
+    let fused = taper::ops::layer_norm(&fx, &fw, &fb, 1e-5).unwrap();
+    assert_eq!(fused.dtype(), dtype);
+    assert_eq!(fused.dims(), shape);
+    let r_here = r.to_dtype(dtype).unwrap().to_device(device).unwrap();
+    let fused_grads = grads_of(&fused, &fused_vars, &r_here);
+
+    let what = format!("{device:?} {dtype:?} layer_norm {shape:?}");
+    let dy = max_diff(&fused.to_device(&Device::Cpu).unwrap(), &reference);
+    assert!(
+        dy <= tolerance * scale_of(&reference),
+        "{what}: values differ by {dy}"
+    );
+    for ((name, fused), reference) in ["x", "weight", "bias"]
+        .iter()
+        .zip(&fused_grads)
+        .zip(&reference_grads)
+    {
+        assert_eq!(fused.dtype(), dtype, "{what}: d{name}");
+        let diff = max_diff(fused, reference);
+        let scale = scale_of(reference);
+        assert!(
+            diff <= tolerance * scale,
+            "{what}: d{name} differs by {diff} (largest {scale})"
+        );
+    }
+}
+
+/// taper's embedding (f32 table) on `device` against candle's
+/// `index_select` on the CPU: the picked rows, and the table's gradient of
+/// `sum(y * r)` with ids that repeat (the scatter-add's collisions).
+fn check_embedding(device: &Device, rows: usize, d: usize, n_ids: usize) {
+    let w = normal(&[rows, d], 1.0, 10);
+    let ids: Vec<u32> = (0..n_ids).map(|i| ((i * 7919) % rows) as u32).collect();
+    let ids = Tensor::from_vec(ids, (2, n_ids / 2), &Device::Cpu).unwrap();
+    let r = normal(&[2, n_ids / 2, d], 1.0, 11);
+    let reference_w = Var::from_tensor(&w).unwrap();
+    let reference = reference_w
+        .as_tensor()
+        .index_select(&ids.flatten_all().unwrap(), 0)
+        .unwrap()
+        .reshape((2, n_ids / 2, d))
+        .unwrap();
+    let grads = (&reference * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let reference_grad = grads.get(reference_w.as_tensor()).unwrap();
+
+    let fused_w = Var::from_tensor(&w.to_device(device).unwrap()).unwrap();
+    let fused =
+        taper::ops::embedding(fused_w.as_tensor(), &ids.to_device(device).unwrap()).unwrap();
+    assert_eq!(fused.dims(), [2, n_ids / 2, d]);
+    let r_here = r.to_device(device).unwrap();
+    let grads = (&fused * &r_here)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let fused_grad = grads
+        .get(fused_w.as_tensor())
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    let what = format!("{device:?} embedding ({rows}, {d}), {n_ids} ids");
+    let dy = max_diff(&fused.to_device(&Device::Cpu).unwrap(), &reference);
+    assert_eq!(dy, 0.0, "{what}: values differ by {dy}");
+    let dg = max_diff(&fused_grad, reference_grad);
+    assert!(
+        dg <= 1e-5 * scale_of(reference_grad),
+        "{what}: gradients differ by {dg}"
+    );
+}
+
 fn check_all(device: &Device) {
+    check_embedding(device, 50, 16, 300);
+    check_layer_norm(device, &[2, 3, 40], DType::F32, 1e-5);
+    check_layer_norm(device, &[5, 768], DType::F32, 1e-5);
+    check_layer_norm(device, &[2, 3, 40], DType::BF16, 2e-2);
+    check_layer_norm(device, &[2, 3, 40], DType::F16, 4e-3);
     check_gelu(device, 1000, DType::F32, 1e-5);
     check_gelu(device, 1000, DType::BF16, 1e-2);
     check_gelu(device, 1000, DType::F16, 2e-3);
@@ -265,6 +390,7 @@ fn fused_ops_match_the_composed_ops_on_the_cpu() {
     check_all(&Device::Cpu);
     check(&Device::Cpu, &[2, 3, 5, 5], DType::F64, true, 1e-6);
     check_cross_entropy(&Device::Cpu, 12, 10, DType::F64, 1e-6);
+    check_layer_norm(&Device::Cpu, &[3, 50], DType::F64, 1e-6);
 }
 
 #[test]
@@ -290,8 +416,14 @@ fn fused_ops_match_the_composed_ops_on_the_gpu() {
     // The reference GPT's MLP activation, more elements than one grid covers.
     check_gelu(&gpu, 16 * 512 * 3072, DType::F32, 1e-5);
     check_gelu(&gpu, 16 * 512 * 3072, DType::BF16, 1e-2);
+    // The reference GPT's layer norm: 8192 rows of 768, more rows than the
+    // backward kernel has blocks.
+    check_layer_norm(&gpu, &[16, 512, 768], DType::F32, 1e-4);
+    check_layer_norm(&gpu, &[16, 512, 768], DType::BF16, 2e-2);
+    // The reference GPT's token embedding: 8192 ids into (8192, 768).
+    check_embedding(&gpu, 8192, 768, 8192);
     println!(
-        "fused softmax, cross-entropy and GELU on {gpu:?}: values and gradients match the composed ops"
+        "fused softmax, cross-entropy, GELU, layer norm and embedding on {gpu:?}: values and gradients match the composed ops"
     );
 }
 

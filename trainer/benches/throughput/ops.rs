@@ -116,6 +116,15 @@ pub fn run_ops(setup: &Setup) {
             time_ms(dev, reps, || f().map(|_| ())),
             time_ms(dev, reps, || fb(f()?)),
         );
+        let f = || {
+            taper::ops::layer_norm(hx.as_tensor(), lw.as_tensor(), lb.as_tensor(), 1e-5)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        row(
+            &format!("layer_norm, taper's kernels ({b},{t},{d})"),
+            time_ms(dev, reps, || f().map(|_| ())),
+            time_ms(dev, reps, || fb(f()?)),
+        );
         let g = var(&[b, t, 4 * d], dtype);
         let f = || g.as_tensor().gelu();
         row(
@@ -163,5 +172,23 @@ pub fn run_ops(setup: &Setup) {
             time_ms(dev, reps, || f().map(|_| ())),
             time_ms(dev, reps, || fb(f()?)),
         );
+        if dtype == DType::F32 {
+            // Spread ids, as a batch's tokens: the zeros above would make
+            // every atomic add of the backward collide on one row.
+            let spread: Vec<u32> = (0..b * t).map(|i| (i * 7919 % v) as u32).collect();
+            let ids = Tensor::from_vec(spread, b * t, dev).unwrap();
+            let f = || {
+                taper::ops::embedding(emb.as_tensor(), &ids)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            };
+            row(
+                &format!(
+                    "embedding, taper's kernels, {} spread ids of ({v},{d})",
+                    b * t
+                ),
+                time_ms(dev, reps, || f().map(|_| ())),
+                time_ms(dev, reps, || fb(f()?)),
+            );
+        }
     }
 }

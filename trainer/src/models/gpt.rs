@@ -7,10 +7,11 @@
 //! candle-nn's fused `LayerNorm` and `softmax_last_dim` have no backward pass
 //! (they are built with `apply_op*_no_bwd`): a model trained through them
 //! silently gets no gradient past them. The layer norm here is therefore
-//! composed of differentiable ops; so is the attention softmax on the CPU,
-//! while on a GPU it is taper's fused op with its own backward
-//! ([`crate::ops::attention_softmax`]), which the composed ops cost ten
-//! times as much as (notes/gpu-performance.md).
+//! composed of differentiable ops on the CPU, and so is the attention
+//! softmax, while on a GPU both are taper's fused ops with their own
+//! backward ([`crate::ops::layer_norm`], [`crate::ops::attention_softmax`]),
+//! which the composed ops cost several times as much as
+//! (notes/gpu-performance.md).
 //!
 //! Mixed precision ([`Precision`]): the weights stay f32; each forward casts
 //! every linear layer's weights to the compute dtype once (each is used once
@@ -69,14 +70,17 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises `x` in its own dtype.
+    /// Normalises `x` in its own dtype: on a GPU with taper's fused op (one
+    /// kernel forward, two backward), elsewhere composed of candle's ops.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            &self.weight.to_dtype(x.dtype())?,
-            &self.bias.to_dtype(x.dtype())?,
-            1e-5,
-        )?)
+        let (weight, bias) = (
+            self.weight.to_dtype(x.dtype())?,
+            self.bias.to_dtype(x.dtype())?,
+        );
+        if crate::ops::use_fused("layer_norm", x.device(), x.dtype()) {
+            return crate::ops::layer_norm(x, &weight, &bias, 1e-5);
+        }
+        Ok(candle_nn::ops::layer_norm_slow(x, &weight, &bias, 1e-5)?)
     }
 }
 
@@ -210,10 +214,8 @@ impl Gpt {
         let device = tokens.device();
         let positions = Tensor::arange(0u32, t as u32, device)?;
         let stream = self.precision.accumulate_dtype();
-        let mut x = self
-            .wte
-            .forward(tokens)?
-            .broadcast_add(&self.wpe.forward(&positions)?)?
+        let mut x = embed(&self.wte, tokens)?
+            .broadcast_add(&embed(&self.wpe, &positions)?)?
             .to_dtype(stream)?;
         let mask = causal_mask(t, device)?.to_dtype(stream)?;
         for block in &self.blocks {
@@ -225,6 +227,16 @@ impl Gpt {
             self.precision.compute_dtype(),
         )
     }
+}
+
+/// The rows of `table` for `ids`: on a GPU through taper's fused op,
+/// whose backward is a scatter-add instead of candle's slow `index_add`.
+fn embed(table: &Embedding, ids: &Tensor) -> Result<Tensor> {
+    let weight = table.embeddings();
+    if crate::ops::use_fused("embedding", ids.device(), weight.dtype()) {
+        return crate::ops::embedding(weight, ids);
+    }
+    Ok(table.forward(ids)?)
 }
 
 /// `(t, t)` with 0 on and below the diagonal and -inf above it.

@@ -13,7 +13,9 @@
 //! [`cross_entropy_rows`] does the same for the loss: log-softmax and the
 //! pick of the label's entry in one kernel, `softmax - onehot` in one more;
 //! [`gelu`] for the MLP's activation, whose candle backward is about
-//! fifteen element-wise kernels.
+//! fifteen element-wise kernels; [`layer_norm`] for the 13 layer norms,
+//! whose composed form is about ten kernels each way; [`embedding`] for
+//! the token and position embeddings, whose `index_add` backward is slow.
 //!
 //! The CUDA kernels are taper's own (`kernels/*.cu`, compiled to PTX by
 //! `build.rs` with the `cuda` feature). The CPU paths compute the same
@@ -24,14 +26,19 @@
 use candle_core::{DType, Layout};
 
 mod cross_entropy;
+mod embedding;
 mod gelu;
+mod layer_norm;
 mod softmax;
 
 pub use cross_entropy::cross_entropy_rows;
+pub use embedding::embedding;
 pub use gelu::gelu;
+pub use layer_norm::layer_norm;
 pub use softmax::attention_softmax;
 
-/// Whether the op `name` (`softmax`, `cross_entropy`, `gelu`, or `adamw` for
+/// Whether the op `name` (`softmax`, `cross_entropy`, `gelu`, `layer_norm`,
+/// `embedding`, or `adamw` for
 /// the optimizer's update) runs fused for a
 /// tensor of `dtype` on `device`: on a GPU, for f32, bf16 and f16, unless
 /// the environment variable `TAPER_COMPOSED_OPS` names it (a comma list, or
