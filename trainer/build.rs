@@ -11,13 +11,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 6] = [
+const KERNELS: [&str; 7] = [
     "softmax",
     "cross_entropy",
     "gelu",
     "adamw",
     "layer_norm",
     "embedding",
+    "clip",
 ];
 
 fn main() {

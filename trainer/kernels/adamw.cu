@@ -7,15 +7,20 @@
 //   adamw_hf:    m, v updated; p -= m / (sqrt(v) / sqrt_bc2 + eps) * step_size; p *= keep
 // with keep = 1 - lr * weight_decay, and for adamw_hf sqrt_bc2 = 1 and
 // step_size = lr * sqrt(bc2) / bc1 (for adamw_torch, step_size = lr / bc1).
+// `clip`, when not null, points to gradient clipping's coefficient on the
+// device: the gradient is multiplied by it as it is loaded, which spares
+// clipping its own multiply pass over every gradient.
 #include <stdint.h>
 
-extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, int64_t n,
+extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v,
+                                     const float *clip, int64_t n,
                                      float beta1, float one_minus_beta1, float beta2,
                                      float one_minus_beta2, float eps, float keep,
                                      float step_size, float sqrt_bc2, int decay_after) {
+    const float coef = clip ? *clip : 1.0f;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const float grad = g[i];
+        const float grad = clip ? g[i] * coef : g[i];
         const float mi = m[i] * beta1 + grad * one_minus_beta1;
         const float vi = v[i] * beta2 + (grad * grad) * one_minus_beta2;
         float theta = p[i];

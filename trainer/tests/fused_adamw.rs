@@ -1,7 +1,9 @@
 //! The fused AdamW kernel (GPU) against the composed update (CPU): both
 //! flavours (`adamw_torch`, `adamw_hf`), parameters with and without weight
 //! decay, several steps, a tensor larger than one launch grid covers;
-//! parameters and both moments compared. Runs where taper is built with
+//! parameters and both moments compared; the same with gradients clipped
+//! to a global norm of 1 (on the GPU the coefficient is applied inside the
+//! fused kernel), and the fused norm against the CPU's. Runs where taper is built with
 //! `cuda` and a GPU is present; skipped with a printed reason otherwise.
 
 use candle_core::{DType, Device, Tensor};
@@ -30,9 +32,16 @@ const SHAPES: [(&str, usize); 4] = [
     ("wte.weight", 65535 * 256 + 1000),
 ];
 
-/// Runs `steps` AdamW steps on `device`; the parameters, then the optimizer
-/// state, as CPU tensors by name.
-fn train(device: &Device, config: AdamWConfig, steps: usize) -> Vec<(String, Tensor)> {
+/// Runs `steps` AdamW steps on `device`, clipping gradients to a global norm
+/// of `max_norm` when given (as the Trainer does: read on the CPU, deferred
+/// to the optimizer on the GPU); the parameters, then the optimizer state, as
+/// CPU tensors by name, and the norms before clipping.
+fn train(
+    device: &Device,
+    config: AdamWConfig,
+    steps: usize,
+    max_norm: Option<f64>,
+) -> (Vec<(String, Tensor)>, Vec<f64>) {
     let mut varmap = VarMap::new();
     for (i, (name, n)) in SHAPES.iter().enumerate() {
         let init = Tensor::from_vec(values(*n, i as u64), *n, device).unwrap();
@@ -43,6 +52,7 @@ fn train(device: &Device, config: AdamWConfig, steps: usize) -> Vec<(String, Ten
     }
     let params = Parameters::from_varmap(&varmap);
     let mut opt = AdamW::new(params.clone(), config);
+    let mut norms = Vec::new();
     for step in 0..steps {
         let grads = params
             .iter()
@@ -53,8 +63,17 @@ fn train(device: &Device, config: AdamWConfig, steps: usize) -> Vec<(String, Ten
                 Some(Tensor::from_vec(g, n, device).unwrap())
             })
             .collect();
-        opt.step(&Gradients::from_vec(grads), 1e-3 * (step + 1) as f64)
-            .unwrap();
+        let mut grads = Gradients::from_vec(grads);
+        if let Some(max_norm) = max_norm {
+            if device.is_cuda() {
+                assert!(opt.applies_clip_coefficient(&grads));
+                let norm = grads.clip_global_norm_deferred(max_norm).unwrap();
+                norms.push(f64::from(norm.unwrap().to_scalar::<f32>().unwrap()));
+            } else {
+                norms.push(grads.clip_global_norm(max_norm).unwrap());
+            }
+        }
+        opt.step(&grads, 1e-3 * (step + 1) as f64).unwrap();
     }
     let mut out: Vec<(String, Tensor)> = params
         .iter()
@@ -68,7 +87,7 @@ fn train(device: &Device, config: AdamWConfig, steps: usize) -> Vec<(String, Ten
     for (name, tensor) in opt.state().tensors {
         out.push((name, tensor.to_device(&Device::Cpu).unwrap()));
     }
-    out
+    (out, norms)
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -95,7 +114,14 @@ fn fused_adamw_on_the_gpu_matches_the_composed_update() {
         );
         return;
     };
-    for decay_after_update in [false, true] {
+    // Gradients in [-1, 1) over 17M elements have a norm of about 2400: a
+    // clip to 1 scales them by about 4e-4, which the moments would show.
+    for (decay_after_update, max_norm) in [
+        (false, None),
+        (true, None),
+        (false, Some(1.0)),
+        (true, Some(1.0)),
+    ] {
         let config = AdamWConfig {
             beta1: 0.9,
             beta2: 0.999,
@@ -103,20 +129,30 @@ fn fused_adamw_on_the_gpu_matches_the_composed_update() {
             weight_decay: 0.1,
             decay_after_update,
         };
-        let cpu = train(&Device::Cpu, config, 3);
-        let fused = train(&gpu, config, 3);
+        let (cpu, cpu_norms) = train(&Device::Cpu, config, 3, max_norm);
+        let (fused, fused_norms) = train(&gpu, config, 3, max_norm);
         assert_eq!(cpu.len(), fused.len());
         assert_eq!(cpu.len(), 3 * SHAPES.len());
         for ((name, a), (other, b)) in cpu.iter().zip(&fused) {
             assert_eq!(name, other);
             let diff = max_diff(a, b);
             // f32 values of size ~1 (parameters) or below; the two differ
-            // only in rounding (fused multiply-adds, f32 step scalars).
+            // only in rounding (fused multiply-adds, f32 step scalars, the
+            // clipping coefficient in f32 and the norm summed in another order).
             assert!(
                 diff <= 2e-6,
-                "decay_after_update {decay_after_update}: {name} differs by {diff}"
+                "decay_after_update {decay_after_update}, max_norm {max_norm:?}: \
+                 {name} differs by {diff}"
             );
         }
+        assert_eq!(cpu_norms.len(), fused_norms.len());
+        for (a, b) in cpu_norms.iter().zip(&fused_norms) {
+            // An f32 sum of 17M squares in another order: relative rounding.
+            assert!(*a > 1000.0 && (a - b).abs() <= 1e-5 * a, "norm {a} vs {b}");
+        }
     }
-    println!("fused AdamW on {gpu:?}: parameters and moments match the CPU update, both flavours");
+    println!(
+        "fused AdamW on {gpu:?}: parameters and moments match the CPU update, both flavours, \
+         with and without clipping (the norm within 1e-5)"
+    );
 }

@@ -60,6 +60,7 @@ impl Optimizer for AdamW {
         let c = self.config;
         let bc1 = 1.0 - c.beta1.powi(self.step as i32);
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let clip = grads.clip_coefficient();
         for (i, param) in self.params.iter().enumerate() {
             let Some(grad) = grads.get(i) else { continue };
             let theta = param.var.as_tensor().detach();
@@ -85,12 +86,22 @@ impl Optimizer for AdamW {
                     sqrt_bc2,
                     decay_after: c.decay_after_update,
                 };
-                fused_adamw::update(&theta, grad, &m, &v, &scalars)?;
+                fused_adamw::update(&theta, grad, &m, &v, clip, &scalars)?;
                 self.exp_avg.set(i, m);
                 self.exp_avg_sq.set(i, v);
                 self.fused = true;
                 continue;
             }
+            // A clipping coefficient left to the optimizer, applied as
+            // `clip_global_norm_on_device` would have.
+            let clipped;
+            let grad = match clip {
+                Some(coef) => {
+                    clipped = grad.broadcast_mul(&coef.to_dtype(grad.dtype())?)?;
+                    &clipped
+                }
+                None => grad,
+            };
             let m =
                 ((self.exp_avg.get_or_zeros(i, &theta)? * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
             let v = ((self.exp_avg_sq.get_or_zeros(i, &theta)? * c.beta2)?
@@ -110,6 +121,16 @@ impl Optimizer for AdamW {
             self.exp_avg_sq.set(i, v);
         }
         Ok(())
+    }
+
+    /// True where the fused kernel updates every parameter that has a
+    /// gradient: it multiplies each gradient by the coefficient as it loads it.
+    fn applies_clip_coefficient(&self, grads: &Gradients) -> bool {
+        self.params.iter().enumerate().all(|(i, param)| {
+            grads
+                .get(i)
+                .is_none_or(|grad| fused_adamw::applies(param.var.as_tensor(), grad))
+        })
     }
 
     fn state(&self) -> OptimizerState {

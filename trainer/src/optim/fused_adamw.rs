@@ -38,7 +38,9 @@ pub(crate) fn applies(param: &Tensor, grad: &Tensor) -> bool {
         && crate::ops::use_fused("adamw", param.device(), DType::F32)
 }
 
-/// Updates `param`, `m` and `v` in place (one kernel launch).
+/// Updates `param`, `m` and `v` in place (one kernel launch), with the
+/// gradient multiplied by `clip` (an f32 scalar on the GPU: clipping's
+/// coefficient, see `Gradients::clip_global_norm_deferred`) where given.
 ///
 /// The moments belong to the optimizer alone, and the parameter is a
 /// `Var`, which candle also updates in place (`Var::set`); the launch is
@@ -49,41 +51,33 @@ pub(crate) fn update(
     grad: &Tensor,
     m: &Tensor,
     v: &Tensor,
+    clip: Option<&Tensor>,
     s: &StepScalars,
 ) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
-    use candle_core::{CudaStorage, Layout, Storage};
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx"));
 
     let n = param.elem_count();
     let grad = grad.contiguous()?;
-    fn view<'a>(
-        storage: &'a Storage,
-        layout: &Layout,
-        n: usize,
-    ) -> candle_core::Result<(&'a CudaStorage, CudaView<'a, f32>)> {
-        let Storage::Cuda(storage) = storage else {
-            candle_core::bail!("fused AdamW: a tensor is not on the GPU")
-        };
-        match layout.contiguous_offsets() {
-            Some((start, end)) if end - start == n => {
-                Ok((storage, storage.as_cuda_slice::<f32>()?.slice(start..end)))
-            }
-            _ => candle_core::bail!("fused AdamW needs contiguous tensors of one size"),
-        }
-    }
     // Read guards only: the kernel writes device memory, which no host
     // reference points into; the guards keep the storages alive meanwhile.
     let (p_storage, p_layout) = param.storage_and_layout();
     let (g_storage, g_layout) = grad.storage_and_layout();
     let (m_storage, m_layout) = m.storage_and_layout();
     let (v_storage, v_layout) = v.storage_and_layout();
+    let clip_guard = clip.map(Tensor::storage_and_layout);
     let (cuda, p) = view(&p_storage, p_layout, n)?;
     let (_, g) = view(&g_storage, g_layout, n)?;
     let (_, m) = view(&m_storage, m_layout, n)?;
     let (_, v) = view(&v_storage, v_layout, n)?;
+    let clip = match &clip_guard {
+        Some((storage, layout)) => Some(view(storage, layout, 1)?.1),
+        None => None,
+    };
+    // The kernel reads no coefficient through a null pointer.
+    let null: u64 = 0;
     let func = cuda
         .device
         .get_or_load_custom_func("adamw_f32", "taper_adamw", PTX)?;
@@ -92,6 +86,10 @@ pub(crate) fn update(
     builder.arg(&g);
     builder.arg(&m);
     builder.arg(&v);
+    match &clip {
+        Some(clip) => builder.arg(clip),
+        None => builder.arg(&null),
+    };
     candle_core::builder_arg!(
         builder,
         n as i64,
@@ -111,9 +109,32 @@ pub(crate) fn update(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: the arguments match the kernel's signature; the four views hold n f32 each.
+    // SAFETY: the arguments match the kernel's signature; the four views hold
+    // n f32 each, the coefficient's one (or the pointer is null).
     unsafe { builder.launch(config) }.w()?;
     Ok(())
+}
+
+/// The f32 elements of a contiguous GPU tensor of `n` elements, with its
+/// storage (which holds the device).
+#[cfg(feature = "cuda")]
+pub(super) fn view<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    n: usize,
+) -> candle_core::Result<(
+    &'a candle_core::CudaStorage,
+    candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>,
+)> {
+    let candle_core::Storage::Cuda(storage) = storage else {
+        candle_core::bail!("fused AdamW: a tensor is not on the GPU")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) if end - start == n => {
+            Ok((storage, storage.as_cuda_slice::<f32>()?.slice(start..end)))
+        }
+        _ => candle_core::bail!("fused AdamW needs contiguous tensors of one size"),
+    }
 }
 
 /// Without the `cuda` feature [`applies`] is false and this is never called.
@@ -123,6 +144,7 @@ pub(crate) fn update(
     _: &Tensor,
     _: &Tensor,
     _: &Tensor,
+    _: Option<&Tensor>,
     _: &StepScalars,
 ) -> Result<()> {
     unreachable!("fused AdamW needs the `cuda` feature")

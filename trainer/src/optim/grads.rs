@@ -4,17 +4,22 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 
-use super::Parameters;
+use super::{fused_clip, Parameters};
 use crate::error::Result;
 
-/// One optional gradient per parameter, in the parameters' order.
+/// One optional gradient per parameter, in the parameters' order, and
+/// clipping's coefficient where [`Gradients::clip_global_norm_deferred`]
+/// left the multiply to the optimizer.
 #[derive(Debug, Clone, Default)]
-pub struct Gradients(Vec<Option<Tensor>>);
+pub struct Gradients {
+    grads: Vec<Option<Tensor>>,
+    clip_coef: Option<Tensor>,
+}
 
 impl Gradients {
     /// The gradients of `params` found in a backward pass's store.
     pub fn from_store(params: &Parameters, store: &GradStore) -> Self {
-        Self(
+        Self::from_vec(
             params
                 .iter()
                 .map(|p| store.get(p.var.as_tensor()).cloned())
@@ -24,26 +29,36 @@ impl Gradients {
 
     /// From one entry per parameter.
     pub fn from_vec(grads: Vec<Option<Tensor>>) -> Self {
-        Self(grads)
+        Self {
+            grads,
+            clip_coef: None,
+        }
     }
 
     /// The gradient of parameter `index`, if it has one.
     pub fn get(&self, index: usize) -> Option<&Tensor> {
-        self.0.get(index).and_then(Option::as_ref)
+        self.grads.get(index).and_then(Option::as_ref)
     }
 
     /// Every entry, in parameter order.
     pub fn iter(&self) -> impl Iterator<Item = Option<&Tensor>> {
-        self.0.iter().map(Option::as_ref)
+        self.grads.iter().map(Option::as_ref)
+    }
+
+    /// The coefficient every gradient is still to be multiplied by (an f32
+    /// scalar on the gradients' device), after
+    /// [`Gradients::clip_global_norm_deferred`]; `None` otherwise.
+    pub fn clip_coefficient(&self) -> Option<&Tensor> {
+        self.clip_coef.as_ref()
     }
 
     /// Adds `other` (a later micro-batch) into `self`.
     pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
-        if self.0.is_empty() {
+        if self.grads.is_empty() {
             *self = other;
             return Ok(());
         }
-        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+        for (mine, theirs) in self.grads.iter_mut().zip(other.grads) {
             *mine = match (mine.take(), theirs) {
                 (Some(a), Some(b)) => Some((a + b)?),
                 (a, b) => a.or(b),
@@ -62,22 +77,36 @@ impl Gradients {
     }
 
     /// The sum of every gradient's squares, an f32 scalar on the gradients'
-    /// device; `None` without gradients.
+    /// device; `None` without gradients. f32 gradients on a GPU add into one
+    /// scalar with one kernel each (`fused_clip`); the others, and all on the
+    /// CPU, are squared and summed by candle, in parameter order.
     fn sum_of_squares(&self) -> Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
-        for grad in self.0.iter().flatten() {
+        let mut fused: Option<Tensor> = None;
+        for grad in self.grads.iter().flatten() {
+            if fused_clip::applies(grad) {
+                let acc = match &fused {
+                    Some(acc) => acc,
+                    None => fused.insert(Tensor::zeros((), DType::F32, grad.device())?),
+                };
+                fused_clip::add_sum_of_squares(acc, grad)?;
+                continue;
+            }
             let squares = grad.to_dtype(DType::F32)?.sqr()?.sum_all()?;
             total = Some(match total {
                 None => squares,
                 Some(t) => (t + squares)?,
             });
         }
-        Ok(total)
+        Ok(match (total, fused) {
+            (Some(t), Some(f)) => Some((t + f)?),
+            (t, f) => t.or(f),
+        })
     }
 
     /// Scales every gradient by `factor`.
     pub fn scale(&mut self, factor: f64) -> Result<()> {
-        for grad in self.0.iter_mut().flatten() {
+        for grad in self.grads.iter_mut().flatten() {
             *grad = (&*grad * factor)?;
         }
         Ok(())
@@ -103,15 +132,39 @@ impl Gradients {
     /// the coefficient's f32 arithmetic differs from the f64 one of
     /// `clip_global_norm` in the last bits.
     pub fn clip_global_norm_on_device(&mut self, max_norm: f64) -> Result<Option<Tensor>> {
+        let Some((norm, coef)) = self.norm_and_coefficient(max_norm)? else {
+            return Ok(None);
+        };
+        for grad in self.grads.iter_mut().flatten() {
+            *grad = grad.broadcast_mul(&coef.to_dtype(grad.dtype())?)?;
+        }
+        Ok(Some(norm))
+    }
+
+    /// As [`Gradients::clip_global_norm_on_device`], but the gradients stay
+    /// as they are and the coefficient is kept ([`Gradients::clip_coefficient`])
+    /// for an optimizer that multiplies each gradient by it as it reads it:
+    /// the fused AdamW does, in its kernel, which spares clipping a pass over
+    /// every gradient. Only for an optimizer whose
+    /// [`Optimizer::applies_clip_coefficient`](super::Optimizer::applies_clip_coefficient)
+    /// is true; the others would update with unclipped gradients.
+    pub fn clip_global_norm_deferred(&mut self, max_norm: f64) -> Result<Option<Tensor>> {
+        let Some((norm, coef)) = self.norm_and_coefficient(max_norm)? else {
+            return Ok(None);
+        };
+        self.clip_coef = Some(coef);
+        Ok(Some(norm))
+    }
+
+    /// The global norm and `min(max_norm / (norm + 1e-6), 1)`, f32 scalars
+    /// on the gradients' device; `None` without gradients.
+    fn norm_and_coefficient(&self, max_norm: f64) -> Result<Option<(Tensor, Tensor)>> {
         let Some(total) = self.sum_of_squares()? else {
             return Ok(None);
         };
         let norm = total.sqrt()?;
         let coef = ((&norm + 1e-6)?.recip()? * max_norm)?.minimum(1.0)?;
-        for grad in self.0.iter_mut().flatten() {
-            *grad = grad.broadcast_mul(&coef.to_dtype(grad.dtype())?)?;
-        }
-        Ok(Some(norm))
+        Ok(Some((norm, coef)))
     }
 }
 

@@ -9,6 +9,7 @@
 mod adamw;
 mod buffers;
 mod fused_adamw;
+mod fused_clip;
 mod grads;
 mod lion;
 mod params;
@@ -72,6 +73,14 @@ pub struct OptimizerState {
 pub trait Optimizer: Send {
     /// Updates every parameter that has a gradient, at learning rate `lr`.
     fn step(&mut self, grads: &Gradients, lr: f64) -> Result<()>;
+    /// Whether [`Optimizer::step`] would multiply every gradient of `grads`
+    /// by [`Gradients::clip_coefficient`] itself, so that clipping may leave
+    /// the gradients as they are ([`Gradients::clip_global_norm_deferred`]).
+    /// False unless an optimizer says otherwise.
+    fn applies_clip_coefficient(&self, grads: &Gradients) -> bool {
+        let _ = grads;
+        false
+    }
     /// A copy of the state (buffers and counters).
     fn state(&self) -> OptimizerState;
     /// Restores a state saved by [`Optimizer::state`].

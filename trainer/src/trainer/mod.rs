@@ -327,14 +327,26 @@ impl<M: Model> Trainer<M> {
     ///
     /// On a GPU the norm and the clipping stay on the device and the norm is
     /// read back only when logged (as HF does), so that a step does not wait
-    /// for the GPU; on the CPU the norm is read at once, and the clipping
-    /// coefficient computed in f64, as before (exact-resume tests pin it).
+    /// for the GPU; where the optimizer can (the fused AdamW), it multiplies
+    /// the gradients by the coefficient in its own pass, which spares one
+    /// over every gradient. On the CPU the norm is read at once, and the
+    /// clipping coefficient computed in f64, as before (exact-resume tests
+    /// pin it).
     fn clip_gradients(&self, grads: &mut Gradients) -> Result<Option<GradNorm>> {
         let max_norm = self.args.max_grad_norm;
         if max_norm <= 0.0 {
             Ok(None)
         } else if self.device.is_cuda() {
-            Ok(Some(match grads.clip_global_norm_on_device(max_norm)? {
+            let deferred = self
+                .optimizer
+                .as_ref()
+                .is_some_and(|opt| opt.applies_clip_coefficient(grads));
+            let norm = if deferred {
+                grads.clip_global_norm_deferred(max_norm)?
+            } else {
+                grads.clip_global_norm_on_device(max_norm)?
+            };
+            Ok(Some(match norm {
                 Some(norm) => GradNorm::OnDevice(norm),
                 None => GradNorm::Read(0.0),
             }))
