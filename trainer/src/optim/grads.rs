@@ -206,4 +206,25 @@ mod tests {
             .unwrap()
             .is_none());
     }
+
+    #[test]
+    fn deferred_clipping_keeps_the_gradients_and_the_coefficient() {
+        let (mut applied, mut deferred) = (make(), make());
+        let norm = applied.clip_global_norm_on_device(1.0).unwrap().unwrap();
+        let kept = deferred.clip_global_norm_deferred(1.0).unwrap().unwrap();
+        assert_eq!(
+            norm.to_scalar::<f32>().unwrap(),
+            kept.to_scalar::<f32>().unwrap()
+        );
+        assert_eq!(values(&deferred), values(&make()));
+        let coef = deferred
+            .clip_coefficient()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        for (a, g) in values(&applied).iter().zip(values(&make())) {
+            assert_eq!(*a, g * coef);
+        }
+        assert!(make().clip_coefficient().is_none());
+    }
 }
