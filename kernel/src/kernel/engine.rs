@@ -68,11 +68,10 @@ impl Engine {
                 }
                 // evcxr compiles its scaffolding with the first cell: do that
                 // now, while the user types, so the first real cell is quick.
-                if let Err(e) = ctx.execute("let _ = ();") {
+                // The same compile defines the Debug display trait.
+                let warm_up = format!("{}\nlet _ = ();", final_value::DEBUG_DISPLAY);
+                if let Err(e) = ctx.execute(&warm_up) {
                     super::log(&format!("engine: warm-up cell failed: {e}"));
-                }
-                if let Err(e) = ctx.execute(final_value::DEBUG_DISPLAY) {
-                    super::log(&format!("engine: the Debug display trait failed: {e}"));
                 }
                 let current_pid =
                     |ctx: &CommandContext| ctx.process_handle().lock().map(|c| c.id()).unwrap_or(0);
