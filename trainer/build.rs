@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 7] = [
+const KERNELS: [&str; 8] = [
+    "bias_add",
     "softmax",
     "cross_entropy",
     "gelu",

@@ -85,11 +85,19 @@ impl LayerNorm {
 }
 
 /// `x @ w^T + b` in `dtype`: the f32 weights are cast (a no-op in f32), and
-/// the cast's backward pass brings the gradients back to them in f32.
+/// the cast's backward pass brings the gradients back to them in f32. On a
+/// GPU the bias is added by taper's op, whose backward is one matrix
+/// product instead of candle's broadcast sum.
 fn linear(layer: &Linear, x: &Tensor, dtype: DType) -> Result<Tensor> {
     let weight = layer.weight().to_dtype(dtype)?;
     let bias = layer.bias().map(|b| b.to_dtype(dtype)).transpose()?;
-    Ok(Linear::new(weight, bias).forward(&x.to_dtype(dtype)?)?)
+    let x = x.to_dtype(dtype)?;
+    match bias {
+        Some(bias) if crate::ops::use_fused("bias_add", x.device(), dtype) => {
+            crate::ops::bias_add(&Linear::new(weight, None).forward(&x)?, &bias)
+        }
+        bias => Ok(Linear::new(weight, bias).forward(&x)?),
+    }
 }
 
 struct Block {
@@ -131,13 +139,22 @@ impl Block {
     }
 
     /// Projections and products in `compute`; the scores are masked and
-    /// softmaxed in f32: on a GPU by taper's fused kernel (which reads and
-    /// writes `compute` and computes in f32), elsewhere composed in the
-    /// dtype of `x` (f32 under mixed precision).
+    /// softmaxed in f32. On a GPU by taper's attention op, which
+    /// recomputes the weights in the backward instead of keeping them
+    /// ([`crate::ops::causal_attention`]); elsewhere composed, with the
+    /// softmax in the dtype of `x` (f32 under mixed precision).
     fn attention(&self, x: &Tensor, mask: &Tensor, compute: DType) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let head_dim = d / self.n_head;
-        let qkv = linear(&self.qkv, x, compute)?
+        let qkv = linear(&self.qkv, x, compute)?;
+        if crate::ops::use_fused("attention", x.device(), compute) {
+            return linear(
+                &self.proj,
+                &crate::ops::causal_attention(&qkv, self.n_head)?,
+                compute,
+            );
+        }
+        let qkv = qkv
             .reshape((b, t, 3, self.n_head, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;

@@ -157,35 +157,16 @@ mod cuda {
     //! The launches of `kernels/gelu.cu`.
 
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+        CudaSlice, DeviceRepr, PushKernelArg, ValidAsZeroBits,
     };
     use candle_core::cuda_backend::{kernel_name, Map1, Map2, WrapErr};
     use candle_core::{CudaDevice, Layout, WithDType};
 
     use super::{Gelu, GeluBackward};
+    use crate::ops::{contiguous_range, grid_stride_config};
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/gelu.ptx"));
     const MODULE: &str = "taper_gelu";
-
-    /// A grid-stride launch: 256 threads a block, at most 65535 blocks.
-    fn launch_config(n: usize) -> LaunchConfig {
-        let blocks = n.div_ceil(256).clamp(1, 65535) as u32;
-        LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
-    fn offsets<T: WithDType>(layout: &Layout) -> candle_core::Result<(usize, usize)> {
-        if !crate::ops::fused_dtype(T::DTYPE) {
-            candle_core::bail!("gelu on the GPU: no {:?} kernel", T::DTYPE)
-        }
-        match layout.contiguous_offsets() {
-            Some(o) => Ok(o),
-            None => candle_core::bail!("taper's fused ops need contiguous tensors"),
-        }
-    }
 
     impl Map1 for Gelu {
         fn f<T: DeviceRepr + WithDType + ValidAsZeroBits>(
@@ -194,7 +175,7 @@ mod cuda {
             dev: &CudaDevice,
             layout: &Layout,
         ) -> candle_core::Result<CudaSlice<T>> {
-            let (start, end) = offsets::<T>(layout)?;
+            let (start, end) = contiguous_range::<T>(layout, "gelu")?;
             let n = end - start;
             let src = src.slice(start..end);
             let func = dev.get_or_load_custom_func(&kernel_name::<T>("gelu_fwd"), MODULE, PTX)?;
@@ -205,7 +186,7 @@ mod cuda {
             builder.arg(&dst);
             candle_core::builder_arg!(builder, n as i64);
             // SAFETY: the arguments match the kernel's signature.
-            unsafe { builder.launch(launch_config(n)) }.w()?;
+            unsafe { builder.launch(grid_stride_config(n)) }.w()?;
             Ok(dst)
         }
     }
@@ -219,8 +200,8 @@ mod cuda {
             g_layout: &Layout,
             dev: &CudaDevice,
         ) -> candle_core::Result<CudaSlice<T>> {
-            let (xs, xe) = offsets::<T>(x_layout)?;
-            let (gs, ge) = offsets::<T>(g_layout)?;
+            let (xs, xe) = contiguous_range::<T>(x_layout, "gelu backward")?;
+            let (gs, ge) = contiguous_range::<T>(g_layout, "gelu backward")?;
             if xe - xs != ge - gs {
                 candle_core::bail!("gelu backward: {} inputs, {} gradients", xe - xs, ge - gs)
             }
@@ -235,7 +216,7 @@ mod cuda {
             builder.arg(&dst);
             candle_core::builder_arg!(builder, n as i64);
             // SAFETY: the arguments match the kernel's signature.
-            unsafe { builder.launch(launch_config(n)) }.w()?;
+            unsafe { builder.launch(grid_stride_config(n)) }.w()?;
             Ok(dst)
         }
     }

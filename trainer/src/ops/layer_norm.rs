@@ -4,7 +4,7 @@
 //! and as many in the backward) cost the reference GPT about 15-20 ms a
 //! bf16 step over its 13 norms on an H200 (notes/gpu-performance.md,
 //! call 6b). Here the forward is one kernel, the backward two: `dx` a row
-//! at a time, with per-block partial sums of the weight's and the bias's
+//! a warp, with per-block partial sums of the weight's and the bias's
 //! gradients, and a small kernel that adds the partials.
 
 use candle_core::backend::BackendStorage;
@@ -13,8 +13,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use super::{contiguous, last_dim};
 use crate::error::{Error, Result};
 
-/// The longest row taper's backward kernel takes: it keeps two f32 sums a
-/// column in shared memory (48 KiB). Longer rows take the composed ops.
+/// The longest row taper's backward kernel takes: each warp keeps two f32
+/// sums a column in shared memory (48 KiB a block, so one warp a block at
+/// this length). Longer rows take the composed ops.
 const MAX_COLS: usize = 6144;
 
 /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension,
@@ -261,10 +262,19 @@ mod cuda {
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layer_norm.ptx"));
     const MODULE: &str = "taper_layer_norm";
-    /// Blocks of the backward kernel: enough to fill an H100/H200 (132
-    /// SMs) a few times over, few enough that adding their partial sums
-    /// is cheap.
-    const BACKWARD_BLOCKS: usize = 256;
+    /// The backward kernel takes a row a warp, up to 8 warps a block, and
+    /// at most this many blocks (grid-stride over rows): two for each of
+    /// an H100/H200's 132 SMs, as many as fit at once (the kernel's
+    /// `__launch_bounds__(256, 2)` keeps it to 128 registers a thread;
+    /// 2 x 48 KiB of shared memory), so no block waits for a second wave,
+    /// and few enough that adding their partial sums is cheap.
+    const BACKWARD_BLOCKS: usize = 2 * 132;
+    /// The backward's shared memory a block, at most (the default limit,
+    /// no opt-in needed): 2 * cols f32 a warp, 8 warps at 768 columns.
+    const BACKWARD_SHARED: usize = 48 * 1024;
+    /// The partial rows' summing kernel: 32 columns a block, 16 slices of
+    /// the partial rows (`PARAMS_SLICES` in the kernel).
+    const PARAMS_BLOCK: (u32, u32, u32) = (32, 16, 1);
 
     fn view<'a, T: WithDType>(
         s: &'a CudaSlice<T>,
@@ -337,15 +347,22 @@ mod cuda {
                 )
             }
             let (x, w, g) = (view(x, xl)?, view(w, wl)?, view(g, gl)?);
-            let blocks = rows.clamp(1, BACKWARD_BLOCKS);
+            // A warp's dw and db sums: 2 * cols f32 of shared memory
+            // (cols <= MAX_COLS: one warp at least fits).
+            let warp_bytes = 2 * cols.max(1) * std::mem::size_of::<f32>();
+            let warps = (BACKWARD_SHARED / warp_bytes).clamp(1, 8);
+            let blocks = rows.div_ceil(warps).clamp(1, BACKWARD_BLOCKS);
             // SAFETY: every block writes its whole partial row.
             let partial = unsafe { dev.alloc::<f32>(blocks * 2 * cols)? };
             // SAFETY: the two kernels write every element.
             let out = unsafe { dev.alloc::<T>((rows + 2) * cols)? };
             let func =
                 dev.get_or_load_custom_func(&kernel_name::<T>("layer_norm_bwd"), MODULE, PTX)?;
-            let mut config = crate::ops::launch_config(blocks, cols);
-            config.shared_mem_bytes = (2 * cols * std::mem::size_of::<f32>()) as u32;
+            let config = LaunchConfig {
+                grid_dim: (blocks as u32, 1, 1),
+                block_dim: (32 * warps as u32, 1, 1),
+                shared_mem_bytes: (warps * warp_bytes) as u32,
+            };
             let mut builder = func.builder();
             builder.arg(&x);
             builder.arg(&w);
@@ -368,8 +385,8 @@ mod cuda {
                 builder.arg(&params);
                 candle_core::builder_arg!(builder, blocks as i32, cols as i32);
                 let config = LaunchConfig {
-                    grid_dim: (cols.div_ceil(128) as u32, 1, 1),
-                    block_dim: (128, 1, 1),
+                    grid_dim: ((2 * cols).div_ceil(32).max(1) as u32, 1, 1),
+                    block_dim: PARAMS_BLOCK,
                     shared_mem_bytes: 0,
                 };
                 // SAFETY: the arguments match the kernel's signature.

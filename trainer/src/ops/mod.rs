@@ -25,35 +25,53 @@
 
 use candle_core::{DType, Layout};
 
+mod attention;
+mod bias_add;
 mod cross_entropy;
 mod embedding;
 mod gelu;
 mod layer_norm;
 mod softmax;
 
+pub use attention::causal_attention;
+pub use bias_add::bias_add;
 pub use cross_entropy::cross_entropy_rows;
 pub use embedding::embedding;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use softmax::attention_softmax;
 
-/// Whether the op `name` (`softmax`, `cross_entropy`, `gelu`, `layer_norm`,
-/// `embedding`, or `adamw` for
-/// the optimizer's update) runs fused for a
-/// tensor of `dtype` on `device`: on a GPU, for f32, bf16 and f16, unless
-/// the environment variable `TAPER_COMPOSED_OPS` names it (a comma list, or
-/// `all`), which brings candle's composed ops back, to measure the
-/// difference or to rule a kernel out.
+/// The fused ops that have not yet run on a GPU: off unless
+/// `TAPER_FUSED_OPS` names them (notes/gpu-performance.md, optimisation
+/// 10, says what the device call that turns them on must check). Their
+/// CPU paths are tested against the composed ops.
+pub const UNVERIFIED_ON_GPU: [&str; 2] = ["attention", "bias_add"];
+
+/// Whether the op `name` (`attention`, `bias_add`, `softmax`,
+/// `cross_entropy`, `gelu`, `layer_norm`, `embedding`, or `adamw` for the
+/// optimizer's update) runs fused for a tensor of `dtype` on `device`: on a
+/// GPU, for f32, bf16 and f16, unless the environment variable
+/// `TAPER_COMPOSED_OPS` names it (a comma list, or `all`), which brings
+/// candle's composed ops back, to measure the difference or to rule a
+/// kernel out. The ops of [`UNVERIFIED_ON_GPU`] run fused only where
+/// `TAPER_FUSED_OPS` (a comma list, or `all`) names them.
 pub fn use_fused(name: &str, device: &candle_core::Device, dtype: DType) -> bool {
     static COMPOSED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let composed = COMPOSED.get_or_init(|| {
-        std::env::var("TAPER_COMPOSED_OPS")
-            .unwrap_or_default()
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect()
-    });
-    device.is_cuda() && fused_dtype(dtype) && !composed.iter().any(|c| c == name || c == "all")
+    static OPTED_IN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let composed = COMPOSED.get_or_init(|| env_list("TAPER_COMPOSED_OPS"));
+    let named = |list: &[String]| list.iter().any(|c| c == name || c == "all");
+    let allowed = !UNVERIFIED_ON_GPU.contains(&name)
+        || named(OPTED_IN.get_or_init(|| env_list("TAPER_FUSED_OPS")));
+    device.is_cuda() && fused_dtype(dtype) && allowed && !named(composed)
+}
+
+/// The comma-separated names in the environment variable `var`.
+fn env_list(var: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect()
 }
 
 /// One block per row, about four elements per thread (32 to 1024 threads).
@@ -67,6 +85,36 @@ pub(crate) fn launch_config(
         grid_dim: (rows as u32, 1, 1),
         block_dim: (threads as u32, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+/// A grid-stride launch for `n` elements: 256 threads a block, at most
+/// 65535 blocks (the kernels loop over the rest).
+#[cfg(feature = "cuda")]
+pub(crate) fn grid_stride_config(
+    n: usize,
+) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+    candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+        grid_dim: (n.div_ceil(256).clamp(1, 65535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The element range of a contiguous `layout` for a GPU kernel of `op` on
+/// `T`, or an error naming the op when taper has no kernel for `T` or the
+/// tensor is not contiguous.
+#[cfg(feature = "cuda")]
+pub(crate) fn contiguous_range<T: candle_core::WithDType>(
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<(usize, usize)> {
+    if !fused_dtype(T::DTYPE) {
+        candle_core::bail!("{op} on the GPU: no {:?} kernel", T::DTYPE)
+    }
+    match layout.contiguous_offsets() {
+        Some(range) => Ok(range),
+        None => candle_core::bail!("{op}: taper's fused ops need contiguous tensors"),
     }
 }
 

@@ -51,6 +51,18 @@ pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> Result<Tensor>
     })?)
 }
 
+/// The gradient of the scores from the weights `y` of an
+/// [`attention_softmax`] with `scale` and the weights' gradient `g` (same
+/// shape and dtype), untracked: `scale * y * (g - sum(g * y))`.
+pub(super) fn backward(y: &Tensor, g: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    y.contiguous()?.apply_op2_no_bwd(
+        &g.contiguous()?,
+        &AttentionSoftmaxBackward {
+            scale: scale as f32,
+        },
+    )
+}
+
 /// The forward op: the scores in, the weights out.
 struct AttentionSoftmax {
     scale: f32,
@@ -144,11 +156,8 @@ impl CustomOp1 for AttentionSoftmax {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad_res.to_dtype(res.dtype())?.contiguous()?;
-        Ok(Some(res.apply_op2_no_bwd(
-            &grad,
-            &AttentionSoftmaxBackward { scale: self.scale },
-        )?))
+        let grad = grad_res.to_dtype(res.dtype())?;
+        Ok(Some(backward(res, &grad, f64::from(self.scale))?))
     }
 }
 
