@@ -85,7 +85,6 @@ pub fn run() -> Result<()> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
-    crate::kernel::remove_scratch();
     Ok(())
 }
 

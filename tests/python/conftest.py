@@ -21,3 +21,30 @@ def install_kernelspec(prefix: Path) -> None:
     os.environ["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
     os.environ["TAPER_HISTORY"] = str(prefix / "history.jsonl")
     os.environ["TAPER_KERNEL_LOG"] = str(prefix / "kernel.log")
+
+
+def scratch_folder(kernel_pid: int) -> Path:
+    """The build folder a running kernel holds: the slot whose lock file
+    (`<tmp>/taper-evcxr/slot-<n>.lock`) it keeps open."""
+    fd_dir = Path(f"/proc/{kernel_pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if "/taper-evcxr/" in target and target.endswith(".lock"):
+            return Path(target[: -len(".lock")])
+    raise AssertionError(f"kernel {kernel_pid} holds no scratch slot lock")
+
+
+def slot_is_free(folder: Path) -> bool:
+    """Whether no process holds the lock of the slot `folder`."""
+    import fcntl
+
+    with open(f"{folder}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return True

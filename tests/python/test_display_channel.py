@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from conftest import install_kernelspec
+from conftest import install_kernelspec, scratch_folder, slot_is_free
 
 PREFIX = Path(tempfile.mkdtemp(prefix="taper-kernelspec-"))
 install_kernelspec(PREFIX)
@@ -20,12 +20,22 @@ def kc():
     reply = kc.execute_interactive(":dep taper-widgets\nlet warm_up = 1;", timeout=900)
     assert reply["content"]["status"] == "ok", reply["content"]
     yield kc
-    scratch = Path(tempfile.gettempdir()) / f"taper-evcxr-{km.provisioner.pid}"
-    assert scratch.is_dir(), "evcxr builds in the kernel's own scratch folder"
+    scratch = scratch_folder(km.provisioner.pid)
+    assert (scratch / "cells" / "Cargo.toml").is_file(), "evcxr builds in the kernel's slot"
+    assert scratch.parent == Path(tempfile.gettempdir()) / "taper-evcxr"
+    assert not slot_is_free(scratch), "the running kernel holds its slot"
     kc.stop_channels()
     km.shutdown_kernel()
-    # A clean shutdown leaves no build folder behind in /tmp.
-    assert not scratch.exists()
+    # A clean shutdown keeps the built dependencies for the next kernel and
+    # frees the slot; a kernel started now takes it, with its build folder.
+    assert (scratch / "cells" / "target").is_dir()
+    assert slot_is_free(scratch)
+    km2, kc2 = start_new_kernel(kernel_name="taper", startup_timeout=60)
+    try:
+        assert scratch_folder(km2.provisioner.pid) == scratch
+    finally:
+        kc2.stop_channels()
+        km2.shutdown_kernel()
 
 
 def run(kc, code, timeout=300, **kwargs):

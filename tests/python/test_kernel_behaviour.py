@@ -12,7 +12,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from conftest import install_kernelspec
+from conftest import install_kernelspec, scratch_folder
 
 PREFIX = Path(tempfile.mkdtemp(prefix="taper-kernelspec-"))
 install_kernelspec(PREFIX)
@@ -141,7 +141,7 @@ def test_interrupting_a_build_stops_it_and_keeps_every_variable(kernel):
         reply = kc.get_shell_msg(timeout=120)
     assert reply["content"]["status"] == "error", reply["content"]
     # No compiler of that cell goes on as an orphan.
-    scratch = f"/tmp/taper-evcxr-{km.provisioner.process.pid}/"
+    scratch = f"{scratch_folder(km.provisioner.process.pid)}/"
     deadline = time.monotonic() + 10
     while compilers_in(scratch) and time.monotonic() < deadline:
         time.sleep(0.2)

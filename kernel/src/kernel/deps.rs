@@ -16,6 +16,12 @@
 //! - the dependency points at a snapshot of the sources in a folder named by
 //!   their content hash ([`SourceSnapshot`]), so an edited trainer gets a new
 //!   path, a new command line and a fresh build rather than a stale cache hit.
+//!
+//! The snapshot also carries taper's patched candle-core (`vendor/`), and
+//! the same configuration patches crates.io's candle-core with it
+//! ([`cargo_config`]), so a notebook trains with the candle the workspace
+//! builds and tests: the faster backward pass, and none of the
+//! `tokenizers` crates that upstream candle-core depends on.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -25,16 +31,46 @@ use sha2::{Digest, Sha256};
 /// Which crates of taper's a notebook may `:dep` by name.
 const CRATES: [(&str, &str); 2] = [("taper", "trainer"), ("taper-widgets", "widgets")];
 
-/// Cargo configuration for the folder above evcxr's crate folder.
-pub const CARGO_CONFIG: &str = "\
-# Written by the taper kernel: taper's crates are path dependencies, which
-# cargo builds incrementally and evcxr's build cache therefore skips. Built
-# without incremental compilation, they are cached like any other crate.
-[profile.dev.package.taper]
-incremental = false
-[profile.dev.package.taper-widgets]
-incremental = false
-";
+/// The vendored crates a snapshot carries, patched over crates.io's.
+const VENDORED: [&str; 1] = ["candle-core"];
+
+/// Cargo configuration for the folder above evcxr's crate folder: taper's
+/// crates (and the vendored ones, path dependencies too) built without
+/// incremental compilation, and, once `sources` (the snapshot) is known,
+/// its vendored crates patched over crates.io's.
+pub fn cargo_config(sources: Option<&Path>) -> String {
+    let mut config = String::from(
+        "# Written by the taper kernel: taper's crates are path dependencies, which\n\
+         # cargo builds incrementally and evcxr's build cache therefore skips. Built\n\
+         # without incremental compilation, they are cached like any other crate.\n",
+    );
+    let path_crates = CRATES.iter().map(|(name, _)| *name).chain(VENDORED);
+    for name in path_crates {
+        config.push_str(&format!(
+            "[profile.dev.package.{name}]\nincremental = false\n"
+        ));
+    }
+    let vendored: Vec<_> = sources
+        .map(|root| {
+            VENDORED
+                .iter()
+                .map(|name| (name, root.join("vendor").join(name)))
+                .filter(|(_, path)| path.join("Cargo.toml").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !vendored.is_empty() {
+        config.push_str("# taper's patched crates (vendor/README.md in taper's sources).\n");
+        config.push_str("[patch.crates-io]\n");
+        for (name, path) in vendored {
+            config.push_str(&format!(
+                "{name} = {{ path = {:?} }}\n",
+                path.display().to_string()
+            ));
+        }
+    }
+    config
+}
 
 /// The trainer crate's folder, for `:dep taper`: `TAPER_CRATE_PATH`, else
 /// the source tree this binary was built from, when it is still there.
@@ -59,7 +95,10 @@ pub fn resolve_taper_dep(code: &str) -> String {
         return code.to_string();
     }
     match sources_root() {
-        Some(root) => rewrite_deps(code, &root),
+        Some(root) => {
+            super::scratch::write_cargo_config(&cargo_config(Some(&root)));
+            rewrite_deps(code, &root)
+        }
         None => code.to_string(),
     }
 }
@@ -119,11 +158,18 @@ pub struct SourceSnapshot {
 
 impl SourceSnapshot {
     /// Lists and hashes the crates' files under `workspace` (the folder
-    /// holding the workspace `Cargo.toml`), leaving out build output.
+    /// holding the workspace `Cargo.toml`), and those of the vendored crates
+    /// it has, leaving out build output.
     pub fn of(workspace: &Path) -> std::io::Result<Self> {
         let mut files = vec![PathBuf::from("Cargo.toml")];
         for (_, folder) in CRATES {
             list_files(workspace, Path::new(folder), &mut files)?;
+        }
+        for name in VENDORED {
+            let folder = Path::new("vendor").join(name);
+            if workspace.join(&folder).is_dir() {
+                list_files(workspace, &folder, &mut files)?;
+            }
         }
         files.sort();
         let mut hasher = Sha256::new();
@@ -255,6 +301,9 @@ mod tests {
             .files
             .contains(&PathBuf::from("widgets/Cargo.toml")));
         assert!(!snapshot.files.iter().any(|f| f.starts_with("kernel")));
+        assert!(snapshot
+            .files
+            .contains(&PathBuf::from("vendor/candle-core/Cargo.toml")));
         let made = with_cache_home(cache.path(), || snapshot.materialise().unwrap());
         assert!(made.starts_with(cache.path()), "{}", made.display());
         assert!(made.ends_with(&snapshot.hash));
@@ -270,6 +319,25 @@ mod tests {
         let again = with_cache_home(cache.path(), || snapshot.materialise().unwrap());
         assert_eq!(again, made);
         assert!(!made.join("trainer/src/lib.rs").exists());
+    }
+
+    #[test]
+    fn the_cargo_config_patches_candle_once_the_snapshot_is_known() {
+        let before = cargo_config(None);
+        assert!(before.contains("[profile.dev.package.taper]\nincremental = false"));
+        assert!(before.contains("[profile.dev.package.candle-core]\nincremental = false"));
+        assert!(!before.contains("[patch"), "{before}");
+        let after = cargo_config(Some(&workspace()));
+        let vendored = workspace().join("vendor/candle-core").display().to_string();
+        assert!(
+            after.contains(&format!(
+                "[patch.crates-io]\ncandle-core = {{ path = {vendored:?} }}"
+            )),
+            "{after}"
+        );
+        // A source tree without vendor/ patches nothing.
+        let bare = tempfile::tempdir().unwrap();
+        assert!(!cargo_config(Some(bare.path())).contains("[patch"));
     }
 
     #[test]

@@ -379,7 +379,6 @@ pub async fn serve_control(
                         libc::kill(pid as i32, libc::SIGKILL);
                     }
                 }
-                super::remove_scratch();
                 std::process::exit(0);
             }
             other => {

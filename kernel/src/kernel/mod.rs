@@ -19,6 +19,7 @@ mod history;
 mod launch_cell;
 pub mod magics;
 mod relay;
+mod scratch;
 mod stdin;
 pub mod text;
 mod warm;
@@ -93,51 +94,11 @@ pub fn run(connection_file: &Path) -> Result<()> {
 /// The environment the cell process and its builds inherit; set before any
 /// thread starts (the kernel, the REPL and `taper install --warm` share it,
 /// since evcxr's build cache only hits when their compiler command lines
-/// match).
-///
-/// evcxr builds every cell in a scratch folder (hundreds of MB once candle
-/// is in). Its own temporary folder is removed only when its context is
-/// dropped, which a kernel that exits or is killed never does, so kernels
-/// leaked gigabytes into `/tmp`. The scratch folder is therefore taper's:
-/// `taper-evcxr-<pid>` in the temporary folder, removed by
-/// [`remove_scratch`] on shutdown, and by the next kernel when its process
-/// is gone.
+/// match): the emulated world of one, and the scratch folder evcxr builds
+/// in ([`scratch`]).
 pub fn prepare_environment() {
     dist_env::emulate_world_of_one();
-    let tmp = std::env::temp_dir();
-    if let Ok(entries) = std::fs::read_dir(&tmp) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("taper-evcxr-") else {
-                continue;
-            };
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    // evcxr's crate folder sits one level down, so that cargo also reads
-    // the scratch folder's `.cargo/config.toml` (see `deps`).
-    let scratch = scratch_dir();
-    let cells = scratch.join("cells");
-    let config = scratch.join(".cargo");
-    if std::fs::create_dir_all(&cells).is_ok() && std::fs::create_dir_all(&config).is_ok() {
-        if let Err(e) = std::fs::write(config.join("config.toml"), deps::CARGO_CONFIG) {
-            log(&format!(
-                "engine: could not write the cargo configuration: {e}"
-            ));
-        }
-        std::env::set_var("EVCXR_TMPDIR", &cells);
-    }
-}
-
-fn scratch_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("taper-evcxr-{}", std::process::id()))
-}
-
-/// Removes this process's evcxr scratch folder (see [`prepare_environment`]).
-pub fn remove_scratch() {
-    let _ = std::fs::remove_dir_all(scratch_dir());
+    scratch::prepare(&deps::cargo_config(None));
 }
 
 /// How long an interrupted cell has to stop by itself before its process is

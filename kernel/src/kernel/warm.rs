@@ -39,7 +39,6 @@ pub fn warm_build_cache() -> Result<Duration> {
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
-    super::remove_scratch();
     match built {
         Ok(_) => Ok(started.elapsed()),
         Err(e) => bail!("building taper for the kernel failed: {e}"),

@@ -1,5 +1,5 @@
-//! Built-in data that needs no download: real tabular data shipped inside the
-//! `linfa-datasets` crate, and synthetic sequence tasks for language models.
+//! Built-in data that needs no download: real tabular data compiled into
+//! taper (`trainer/data/`), and synthetic sequence tasks for language models.
 
 mod synthetic;
 mod tabular;

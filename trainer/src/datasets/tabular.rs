@@ -1,5 +1,14 @@
 //! Real tabular classification data: UCI wine quality (red, 1599 wines, 11
-//! features, quality 3 to 8) and Fisher's iris, as shipped by linfa-datasets.
+//! features, quality 3 to 8) and Fisher's iris, the CSV files of the UCI
+//! repository as linfa-datasets 0.8.1 ships them (`trainer/data/`, their
+//! README says where they come from), compiled into taper.
+//!
+//! Why not linfa-datasets itself: it brought ndarray, linfa, csv, sprs and
+//! flate2 (about 20 crates) into every notebook that writes `:dep taper`,
+//! and each crate of that graph costs the notebook time on every cell
+//! (cargo checks it, rust-analyzer reads it: notes/kernel-latency.md). Two
+//! small numeric CSV files need none of it; the values parse to the same
+//! f64s.
 //!
 //! Features are standardised with the training split's mean and deviation
 //! (the test split never leaks into them).
@@ -51,23 +60,9 @@ impl TabularData {
 /// Loads `name` (see [`TABULAR_DATASETS`]) with a seeded `test_fraction` split.
 pub fn load_tabular(name: &str, test_fraction: f64, seed: u64) -> Result<TabularData> {
     let (rows, labels) = match name {
-        "winequality" => {
-            let ds = linfa_datasets::winequality();
-            // Quality scores 3..=8 become classes 0..=5.
-            let labels: Vec<i64> = ds.targets.iter().map(|q| *q as i64 - 3).collect();
-            (
-                rows_of(ds.records.iter().copied(), ds.records.ncols()),
-                labels,
-            )
-        }
-        "iris" => {
-            let ds = linfa_datasets::iris();
-            let labels: Vec<i64> = ds.targets.iter().map(|c| *c as i64).collect();
-            (
-                rows_of(ds.records.iter().copied(), ds.records.ncols()),
-                labels,
-            )
-        }
+        // Quality scores 3..=8 become classes 0..=5.
+        "winequality" => csv_table(include_str!("../../data/winequality-red.csv"), 11, 3),
+        "iris" => csv_table(include_str!("../../data/iris.csv"), 4, 0),
         other => {
             let known: Vec<&str> = TABULAR_DATASETS.iter().map(|(n, _)| *n).collect();
             return Err(Error::Config(format!(
@@ -97,10 +92,25 @@ pub fn load_tabular(name: &str, test_fraction: f64, seed: u64) -> Result<Tabular
     })
 }
 
-/// Rows of a row-major table given as one flat sequence.
-fn rows_of(values: impl Iterator<Item = f64>, ncols: usize) -> Vec<Vec<f32>> {
-    let flat: Vec<f32> = values.map(|x| x as f32).collect();
-    flat.chunks(ncols).map(<[f32]>::to_vec).collect()
+/// The rows of a numeric CSV `table` with a header line: `features`
+/// columns of features, then the label, less `label_offset`.
+fn csv_table(table: &str, features: usize, label_offset: i64) -> (Vec<Vec<f32>>, Vec<i64>) {
+    let parse = |field: &str| -> f64 {
+        field
+            .trim()
+            .parse()
+            .expect("the built-in CSV files hold numbers only")
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let values: Vec<f64> = line.split(',').map(parse).collect();
+            let row = values[..features].iter().map(|&x| x as f32).collect();
+            (row, values[features] as i64 - label_offset)
+        })
+        .unzip()
 }
 
 fn feature_stats(data: &VecDataset, n: usize) -> (Vec<f32>, Vec<f32>) {

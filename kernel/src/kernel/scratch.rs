@@ -1,0 +1,134 @@
+//! Where evcxr builds the cells: a scratch folder per running kernel,
+//! reused by the next kernel.
+//!
+//! evcxr builds every cell in a crate folder with its own cargo target
+//! folder (hundreds of MB once candle is in). Its own temporary folder is
+//! removed only when its context is dropped, which a kernel that exits or is
+//! killed never does, so kernels leaked gigabytes into `/tmp`. taper
+//! therefore picks the folder: `taper-evcxr/slot-<n>` in the temporary
+//! folder, the first slot no running kernel holds (each holds an exclusive
+//! lock on `slot-<n>.lock` until its process ends, however it ends).
+//!
+//! Why slots that outlive the kernel, rather than a folder per process
+//! removed at exit: the next kernel finds the dependencies an earlier one
+//! (or `taper install --warm`) built still fresh, and cargo rebuilds only the
+//! cell. A folder per process also defeated evcxr's build cache: the cached
+//! dependency files (`.d`) name the build-script outputs under the target
+//! folder of the process that first built them, so in any other folder
+//! cargo found them missing and rebuilt candle, taper and every crate with a
+//! build script for every cell, about 0.4 s of each cell after `:dep taper`
+//! (notes/kernel-latency.md). With slots the paths are the same from one
+//! kernel to the next. There are at most as many folders as kernels that
+//! ever ran at the same time; folders of older taper versions
+//! (`taper-evcxr-<pid>`) are removed once their process is gone.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::log;
+
+/// How many kernels can build at once before they fall back to a folder
+/// of their own (`pid-<pid>`, not reused).
+const SLOTS: usize = 64;
+
+/// The scratch folder of this process (see the module docs).
+pub fn scratch_dir() -> PathBuf {
+    static SLOT: OnceLock<PathBuf> = OnceLock::new();
+    SLOT.get_or_init(|| claim_slot(&slots_dir())).clone()
+}
+
+/// The folder that holds the slots.
+pub fn slots_dir() -> PathBuf {
+    std::env::temp_dir().join("taper-evcxr")
+}
+
+/// The first free slot under `base`, locked for the rest of this process.
+fn claim_slot(base: &Path) -> PathBuf {
+    let _ = std::fs::create_dir_all(base);
+    for slot in 0..SLOTS {
+        let lock = base.join(format!("slot-{slot}.lock"));
+        let Ok(file) = File::options()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock)
+        else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            // Held open (and so locked) until the process ends; the file is
+            // opened close-on-exec, so the cell process does not inherit it.
+            static HELD: std::sync::Mutex<Vec<File>> = std::sync::Mutex::new(Vec::new());
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+            return base.join(format!("slot-{slot}"));
+        }
+    }
+    log("engine: every scratch slot is taken; building in a folder of this process");
+    base.join(format!("pid-{}", std::process::id()))
+}
+
+/// Creates the crate folder's parent with its `.cargo/config.toml` and
+/// points evcxr at it; removes the folders older versions left behind.
+pub fn prepare(cargo_config: &str) {
+    remove_legacy_folders();
+    let scratch = scratch_dir();
+    let cells = scratch.join("cells");
+    let config = scratch.join(".cargo");
+    if std::fs::create_dir_all(&cells).is_ok() && std::fs::create_dir_all(&config).is_ok() {
+        write_cargo_config(cargo_config);
+        std::env::set_var("EVCXR_TMPDIR", &cells);
+    }
+}
+
+/// (Re)writes the scratch folder's `.cargo/config.toml`, which cargo reads
+/// above evcxr's crate folder (see `deps`).
+pub fn write_cargo_config(contents: &str) {
+    let path = scratch_dir().join(".cargo").join("config.toml");
+    if let Err(e) = std::fs::write(&path, contents) {
+        log(&format!(
+            "engine: could not write the cargo configuration {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// `taper-evcxr-<pid>` folders (taper before slots) whose process is gone.
+fn remove_legacy_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("taper-evcxr-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_slot_is_skipped_and_a_released_one_reused() {
+        let base = tempfile::tempdir().unwrap();
+        // Another process's lock, as a second open file description.
+        let holder = File::create(base.path().join("slot-0.lock")).unwrap();
+        holder.lock().unwrap();
+        let lock_path = base.path().join("slot-1.lock");
+        assert_eq!(claim_slot(base.path()), base.path().join("slot-1"));
+        // This process now holds slot 1: a fresh open of its lock cannot lock it.
+        let other = File::options().write(true).open(&lock_path).unwrap();
+        assert!(other.try_lock().is_err(), "slot 1 is held");
+        drop(holder);
+        let again = File::options()
+            .write(true)
+            .open(base.path().join("slot-0.lock"))
+            .unwrap();
+        assert!(again.try_lock().is_ok(), "a released slot can be taken");
+    }
+}
