@@ -76,8 +76,28 @@ pub fn prepare(cargo_config: &str) {
     let cells = scratch.join("cells");
     let config = scratch.join(".cargo");
     if std::fs::create_dir_all(&cells).is_ok() && std::fs::create_dir_all(&config).is_ok() {
+        remove_cell_incremental_state(&cells.join("target"));
         write_cargo_config(cargo_config);
         std::env::set_var("EVCXR_TMPDIR", &cells);
+    }
+}
+
+/// Removes the incremental compilation state under `target` (only evcxr's
+/// cell crate is built incrementally). An earlier kernel's state is of no
+/// use to the next one's first cell, and loading it made that cell 0.5-1 s
+/// slower (notes/kernel-latency.md); the built dependencies stay.
+fn remove_cell_incremental_state(target: &Path) {
+    let Ok(entries) = std::fs::read_dir(target) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        // target/<triple>/debug/incremental, and target/debug/incremental.
+        for profile_dir in [entry.path().join("debug"), entry.path()] {
+            let incremental = profile_dir.join("incremental");
+            if incremental.is_dir() {
+                let _ = std::fs::remove_dir_all(incremental);
+            }
+        }
     }
 }
 
@@ -112,6 +132,18 @@ fn remove_legacy_folders() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_incremental_state_is_removed() {
+        let target = tempfile::tempdir().unwrap();
+        let debug = target.path().join("x86_64-unknown-linux-gnu/debug");
+        std::fs::create_dir_all(debug.join("incremental/ctx-abc")).unwrap();
+        std::fs::create_dir_all(debug.join("deps")).unwrap();
+        std::fs::write(debug.join("deps/libcandle_core.rlib"), "built").unwrap();
+        remove_cell_incremental_state(target.path());
+        assert!(!debug.join("incremental").exists());
+        assert!(debug.join("deps/libcandle_core.rlib").is_file());
+    }
 
     #[test]
     fn a_held_slot_is_skipped_and_a_released_one_reused() {
