@@ -13,7 +13,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 
-use super::{contiguous, last_dim};
+use super::{last_dim, map_float_pair};
 use crate::error::{Error, Result};
 
 /// `x + bias` where `bias` has `x`'s last dimension, differentiable in both,
@@ -66,25 +66,12 @@ impl CustomOp2 for BiasAdd {
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        macro_rules! run {
-            ($variant:ident, $x:expr, $b:expr) => {
-                CpuStorage::$variant(cpu_bias_add(
-                    contiguous($x, x_layout)?,
-                    contiguous($b, b_layout)?,
-                ))
-            };
-        }
-        let out = match (x, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(b)) => run!(F32, x, b),
-            (CpuStorage::F64(x), CpuStorage::F64(b)) => run!(F64, x, b),
-            (CpuStorage::BF16(x), CpuStorage::BF16(b)) => run!(BF16, x, b),
-            (CpuStorage::F16(x), CpuStorage::F16(b)) => run!(F16, x, b),
-            (x, b) => candle_core::bail!(
-                "bias_add: {:?} inputs with a {:?} bias",
-                x.dtype(),
-                b.dtype()
-            ),
-        };
+        let out = map_float_pair!(
+            "bias_add",
+            (x, x_layout, "inputs"),
+            (b, b_layout, "bias"),
+            |x, b| cpu_bias_add(x, b)
+        );
         Ok((out, x_layout.shape().clone()))
     }
 

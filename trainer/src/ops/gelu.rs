@@ -6,7 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
-use super::contiguous;
+use super::{contiguous, map_float_pair};
 use crate::error::Result;
 
 /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, element-wise, as
@@ -112,25 +112,12 @@ impl CustomOp2 for GeluBackward {
         g: &CpuStorage,
         g_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        macro_rules! run {
-            ($variant:ident, $x:expr, $g:expr) => {
-                CpuStorage::$variant(cpu_backward(
-                    contiguous($x, x_layout)?,
-                    contiguous($g, g_layout)?,
-                ))
-            };
-        }
-        let out = match (x, g) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => run!(F32, x, g),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => run!(F64, x, g),
-            (CpuStorage::BF16(x), CpuStorage::BF16(g)) => run!(BF16, x, g),
-            (CpuStorage::F16(x), CpuStorage::F16(g)) => run!(F16, x, g),
-            (x, g) => candle_core::bail!(
-                "gelu backward: {:?} inputs with {:?} gradients",
-                x.dtype(),
-                g.dtype()
-            ),
-        };
+        let out = map_float_pair!(
+            "gelu backward",
+            (x, x_layout, "inputs"),
+            (g, g_layout, "gradients"),
+            |x, g| cpu_backward(x, g)
+        );
         Ok((out, x_layout.shape().clone()))
     }
 

@@ -118,6 +118,48 @@ pub(crate) fn contiguous_range<T: candle_core::WithDType>(
     }
 }
 
+/// `CpuStorage` of `$a`'s float dtype holding `$body`, where `$x` and `$y`
+/// are the contiguous elements of `$a` and `$b` (both of that dtype); an
+/// error naming `$op`, `$a_name` and `$b_name` for other dtypes. The CPU
+/// half of the fused ops that take two tensors (`$body` is expanded once a
+/// dtype, so it may call generic functions).
+macro_rules! map_float_pair {
+    (
+        $op:literal, ($a:expr, $a_layout:expr, $a_name:literal),
+        ($b:expr, $b_layout:expr, $b_name:literal), |$x:ident, $y:ident| $body:expr
+    ) => {{
+        use candle_core::CpuStorage as S;
+        use $crate::ops::contiguous as c;
+        match ($a, $b) {
+            (S::F32(a), S::F32(b)) => {
+                let ($x, $y) = (c(a, $a_layout)?, c(b, $b_layout)?);
+                S::F32($body)
+            }
+            (S::F64(a), S::F64(b)) => {
+                let ($x, $y) = (c(a, $a_layout)?, c(b, $b_layout)?);
+                S::F64($body)
+            }
+            (S::BF16(a), S::BF16(b)) => {
+                let ($x, $y) = (c(a, $a_layout)?, c(b, $b_layout)?);
+                S::BF16($body)
+            }
+            (S::F16(a), S::F16(b)) => {
+                let ($x, $y) = (c(a, $a_layout)?, c(b, $b_layout)?);
+                S::F16($body)
+            }
+            (a, b) => candle_core::bail!(
+                "{}: {:?} {} with {:?} {}",
+                $op,
+                a.dtype(),
+                $a_name,
+                b.dtype(),
+                $b_name
+            ),
+        }
+    }};
+}
+pub(crate) use map_float_pair;
+
 /// The contiguous elements of `layout` in `data`.
 pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {

@@ -4,7 +4,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 
-use super::{contiguous, last_dim};
+use super::{contiguous, last_dim, map_float_pair};
 use crate::error::Result;
 
 /// `softmax(scale * x + mask)` over the last dimension, differentiable,
@@ -174,27 +174,12 @@ impl CustomOp2 for AttentionSoftmaxBackward {
         g_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let cols = last_dim(y_layout);
-        macro_rules! run {
-            ($variant:ident, $y:expr, $g:expr) => {
-                CpuStorage::$variant(cpu_softmax_backward(
-                    contiguous($y, y_layout)?,
-                    contiguous($g, g_layout)?,
-                    cols,
-                    self.scale,
-                ))
-            };
-        }
-        let out = match (y, g) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => run!(F32, y, g),
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => run!(F64, y, g),
-            (CpuStorage::BF16(y), CpuStorage::BF16(g)) => run!(BF16, y, g),
-            (CpuStorage::F16(y), CpuStorage::F16(g)) => run!(F16, y, g),
-            (y, g) => candle_core::bail!(
-                "attention_softmax backward: {:?} weights with {:?} gradients",
-                y.dtype(),
-                g.dtype()
-            ),
-        };
+        let out = map_float_pair!(
+            "attention_softmax backward",
+            (y, y_layout, "weights"),
+            (g, g_layout, "gradients"),
+            |y, g| cpu_softmax_backward(y, g, cols, self.scale)
+        );
         Ok((out, y_layout.shape().clone()))
     }
 
