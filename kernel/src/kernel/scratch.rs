@@ -19,8 +19,9 @@
 //! build script for every cell, about 0.4 s of each cell after `:dep taper`
 //! (notes/kernel-latency.md). With slots the paths are the same from one
 //! kernel to the next. There are at most as many folders as kernels that
-//! ever ran at the same time; folders of older taper versions
-//! (`taper-evcxr-<pid>`) are removed once their process is gone.
+//! ever ran at the same time; folders of one process (older taper versions'
+//! `taper-evcxr-<pid>`, and the fallback when all slots are taken) are
+//! removed once their process is gone.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -33,13 +34,13 @@ use super::log;
 const SLOTS: usize = 64;
 
 /// The scratch folder of this process (see the module docs).
-pub fn scratch_dir() -> PathBuf {
+fn scratch_dir() -> PathBuf {
     static SLOT: OnceLock<PathBuf> = OnceLock::new();
     SLOT.get_or_init(|| claim_slot(&slots_dir())).clone()
 }
 
 /// The folder that holds the slots.
-pub fn slots_dir() -> PathBuf {
+fn slots_dir() -> PathBuf {
     std::env::temp_dir().join("taper-evcxr")
 }
 
@@ -69,9 +70,9 @@ fn claim_slot(base: &Path) -> PathBuf {
 }
 
 /// Creates the crate folder's parent with its `.cargo/config.toml` and
-/// points evcxr at it; removes the folders older versions left behind.
+/// points evcxr at it; removes the folders of processes that are gone.
 pub fn prepare(cargo_config: &str) {
-    remove_legacy_folders();
+    remove_dead_process_folders();
     let scratch = scratch_dir();
     let cells = scratch.join("cells");
     let config = scratch.join(".cargo");
@@ -113,14 +114,21 @@ pub fn write_cargo_config(contents: &str) {
     }
 }
 
-/// `taper-evcxr-<pid>` folders (taper before slots) whose process is gone.
-fn remove_legacy_folders() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+/// The folders of one process whose process is gone: `taper-evcxr-<pid>`
+/// (taper before slots) and the `pid-<pid>` fallback of [`claim_slot`].
+fn remove_dead_process_folders() {
+    remove_dead(&std::env::temp_dir(), "taper-evcxr-");
+    remove_dead(&slots_dir(), "pid-");
+}
+
+/// Removes the folders `<prefix><pid>` in `parent` whose process is gone.
+fn remove_dead(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("taper-evcxr-") else {
+        let Some(pid) = name.strip_prefix(prefix) else {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
@@ -132,6 +140,21 @@ fn remove_legacy_folders() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_folders_of_dead_processes_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let alive = parent.path().join(format!("pid-{}", std::process::id()));
+        // Linux pids stay far below this.
+        let dead = parent.path().join("pid-4000000000");
+        let slot = parent.path().join("slot-0");
+        for folder in [&alive, &dead, &slot] {
+            std::fs::create_dir_all(folder).unwrap();
+        }
+        remove_dead(parent.path(), "pid-");
+        assert!(alive.is_dir() && slot.is_dir());
+        assert!(!dead.exists());
+    }
 
     #[test]
     fn only_the_incremental_state_is_removed() {
