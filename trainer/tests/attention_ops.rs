@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 
 mod ops_common;
-use ops_common::{max_diff, normal, scale_of};
+use ops_common::{gpu_or_skip, max_diff, normal, scale_of};
 
 /// Causal attention over `qkv` `(b, t, 3d)` composed of candle's
 /// differentiable ops in f32, the way the GPT computes it on the CPU.
@@ -147,15 +147,7 @@ fn attention_and_bias_add_match_the_composed_ops_on_the_cpu() {
 
 #[test]
 fn attention_and_bias_add_match_the_composed_ops_on_the_gpu() {
-    let Some(gpu) = taper::device::gpu(0).unwrap() else {
-        println!(
-            "skipped: {}",
-            if cfg!(feature = "cuda") {
-                "no GPU on this machine"
-            } else {
-                "taper was built without the `cuda` feature"
-            }
-        );
+    let Some(gpu) = gpu_or_skip() else {
         return;
     };
     check_all(&gpu);

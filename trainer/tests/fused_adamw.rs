@@ -10,6 +10,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use taper::optim::{AdamW, AdamWConfig, Gradients, Optimizer, Parameters};
 
+// This file uses two of the shared helpers.
+#[allow(dead_code)]
+mod ops_common;
+use ops_common::{gpu_or_skip, max_diff};
+
 /// Deterministic values in [-1, 1) from a 64-bit LCG.
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(6364136223846793005) ^ 0x9e37_79b9_7f4a_7c15;
@@ -97,28 +102,9 @@ fn train(
     (out, norms)
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn fused_adamw_on_the_gpu_matches_the_composed_update() {
-    let Some(gpu) = taper::device::gpu(0).unwrap() else {
-        println!(
-            "skipped: {}",
-            if cfg!(feature = "cuda") {
-                "no GPU on this machine"
-            } else {
-                "taper was built without the `cuda` feature"
-            }
-        );
+    let Some(gpu) = gpu_or_skip() else {
         return;
     };
     // Gradients in [-1, 1) over 17M elements have a norm of about 2400: a

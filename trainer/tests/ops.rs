@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 
 mod ops_common;
-use ops_common::{max_diff, normal, scale_of};
+use ops_common::{gpu_or_skip, max_diff, normal, scale_of};
 
 /// `softmax(scale * x + causal mask)` from candle's differentiable ops.
 fn composed(x: &Tensor, scale: f64, causal: bool) -> Tensor {
@@ -356,15 +356,7 @@ fn fused_ops_match_the_composed_ops_on_the_cpu() {
 
 #[test]
 fn fused_ops_match_the_composed_ops_on_the_gpu() {
-    let Some(gpu) = taper::device::gpu(0).unwrap() else {
-        println!(
-            "skipped: {}",
-            if cfg!(feature = "cuda") {
-                "no GPU on this machine"
-            } else {
-                "taper was built without the `cuda` feature"
-            }
-        );
+    let Some(gpu) = gpu_or_skip() else {
         return;
     };
     check_all(&gpu);

@@ -1,4 +1,5 @@
-//! Helpers shared by the fused ops' tests (`ops.rs`, `attention_ops.rs`).
+//! Helpers shared by the fused ops' tests (`ops.rs`, `attention_ops.rs`,
+//! `fused_adamw.rs`).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -42,4 +43,20 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// over many rows (the layer norm's weight and bias gradients).
 pub fn scale_of(t: &Tensor) -> f32 {
     max_diff(t, &t.zeros_like().unwrap()).max(1.0)
+}
+
+/// The first GPU, or `None` after printing why a GPU test is skipped.
+pub fn gpu_or_skip() -> Option<Device> {
+    let gpu = taper::device::gpu(0).unwrap();
+    if gpu.is_none() {
+        println!(
+            "skipped: {}",
+            if cfg!(feature = "cuda") {
+                "no GPU on this machine"
+            } else {
+                "taper was built without the `cuda` feature"
+            }
+        );
+    }
+    gpu
 }
