@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 8] = [
+const KERNELS: [&str; 9] = [
+    "heads",
     "bias_add",
     "softmax",
     "cross_entropy",

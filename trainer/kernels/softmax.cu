@@ -2,7 +2,11 @@
 // dimension: y = softmax(scale * x + causal mask), and
 // dx = scale * y * (g - sum(g * y)). Inputs and outputs in f32, bf16 or
 // f16; the arithmetic always in f32 (what PyTorch's autocast does for a
-// softmax). One block per row; rows of any length.
+// softmax). Rows of up to 1024 take a warp each and are read once into
+// registers (the `_rows` kernels: the block-a-row kernels, which read a row
+// three times and reduce across warps, ran at a third of the memory
+// bandwidth on the reference GPT's 512-long rows; notes/gpu-performance.md,
+// optimisation 11); longer rows take a block each.
 //
 // The causal mask: a row is query i = row % q_len of a (q_len, cols) score
 // matrix whose keys end with the queries (cols >= q_len); key j is masked
@@ -51,6 +55,81 @@ __device__ void softmax_bwd(const T *y, const T *g, T *dx, int cols, float scale
     }
 }
 
+// Rows of at most WARP_ROW_MAX elements, one warp a row, the row held in
+// registers (element j of the row in lane j % 32, slot j / 32).
+#define WARP_ROW_MAX 1024
+#define SLOTS (WARP_ROW_MAX / 32)
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+template <typename T>
+__device__ void softmax_fwd_rows(const T *x, T *y, int64_t rows, int cols, int q_len, float scale,
+                                 int causal) {
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int lane = threadIdx.x % 32;
+    const T *xr = x + row * cols;
+    T *yr = y + row * cols;
+    const int limit = row_limit(row, cols, q_len, causal);
+    float v[SLOTS];
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < SLOTS; k++) {
+        const int j = lane + 32 * k;
+        v[k] = j < limit ? to_f32(xr[j]) * scale : -INFINITY;
+        m = fmaxf(m, v[k]);
+    }
+    m = warp_max(m);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SLOTS; k++) {
+        v[k] = lane + 32 * k < limit ? expf(v[k] - m) : 0.0f;
+        s += v[k];
+    }
+    s = warp_sum(s);
+    const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+#pragma unroll
+    for (int k = 0; k < SLOTS; k++) {
+        const int j = lane + 32 * k;
+        if (j < cols) yr[j] = from_f32<T>(v[k] * inv);
+    }
+}
+
+template <typename T>
+__device__ void softmax_bwd_rows(const T *y, const T *g, T *dx, int64_t rows, int cols,
+                                 float scale) {
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int lane = threadIdx.x % 32;
+    const T *yr = y + row * cols;
+    const T *gr = g + row * cols;
+    T *dr = dx + row * cols;
+    float yv[SLOTS], gv[SLOTS];
+    float dot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < SLOTS; k++) {
+        const int j = lane + 32 * k;
+        yv[k] = j < cols ? to_f32(yr[j]) : 0.0f;
+        // Where y is 0 (masked keys) the gradient is 0 whatever g is.
+        gv[k] = j < cols && yv[k] != 0.0f ? to_f32(gr[j]) : 0.0f;
+        dot += yv[k] * gv[k];
+    }
+    dot = warp_sum(dot);
+#pragma unroll
+    for (int k = 0; k < SLOTS; k++) {
+        const int j = lane + 32 * k;
+        if (j < cols) dr[j] = from_f32<T>(scale * yv[k] * (gv[k] - dot));
+    }
+}
+
 #define SOFTMAX(NAME, T)                                                                       \
     extern "C" __global__ void softmax_fwd_##NAME(const T *x, T *y, int cols, int q_len,       \
                                                   float scale, int causal) {                  \
@@ -59,6 +138,14 @@ __device__ void softmax_bwd(const T *y, const T *g, T *dx, int cols, float scale
     extern "C" __global__ void softmax_bwd_##NAME(const T *y, const T *g, T *dx, int cols,     \
                                                   float scale) {                               \
         softmax_bwd<T>(y, g, dx, cols, scale);                                                 \
+    }                                                                                          \
+    extern "C" __global__ void softmax_fwd_rows_##NAME(const T *x, T *y, int64_t rows, int cols, \
+                                                       int q_len, float scale, int causal) {   \
+        softmax_fwd_rows<T>(x, y, rows, cols, q_len, scale, causal);                           \
+    }                                                                                          \
+    extern "C" __global__ void softmax_bwd_rows_##NAME(const T *y, const T *g, T *dx,          \
+                                                       int64_t rows, int cols, float scale) {  \
+        softmax_bwd_rows<T>(y, g, dx, rows, cols, scale);                                      \
     }
 
 SOFTMAX(f32, float)

@@ -1,5 +1,5 @@
-//! taper's recomputing causal attention and its bias add against candle's
-//! composed ops: forward values and the gradients they pass back, on the
+//! taper's recomputing causal attention, its bias add and its casts against
+//! candle's composed ops: forward values and the gradients they pass back, on the
 //! CPU (the ops' CPU paths) and, when taper is built with `cuda` and a GPU
 //! is present, on the GPU (skipped with a printed reason otherwise).
 
@@ -129,6 +129,34 @@ fn check_bias_add(device: &Device, rows: usize, cols: usize, dtype: DType, toler
     }
 }
 
+/// `taper::ops::cast` from `from` to `to` on `device` against candle's
+/// `to_dtype`: the values and the gradient, which must be the same bits
+/// (both round to nearest even), for a tensor of `n` elements (its last
+/// few past the vector loads) and for a view that starts mid-vector.
+fn check_cast(device: &Device, n: usize, from: DType, to: DType) {
+    let here = |x: Tensor, dtype| x.to_dtype(dtype).unwrap().to_device(device).unwrap();
+    let x = Var::from_tensor(&here(normal(&[n], 2.0, 31), from)).unwrap();
+    let w = here(normal(&[n], 1.0, 32), to);
+    let what = format!("{device:?} cast {from:?} -> {to:?} ({n})");
+    let y = taper::ops::cast(x.as_tensor(), to).unwrap();
+    assert_eq!(y.dtype(), to);
+    let expected = x.as_tensor().to_dtype(to).unwrap();
+    assert_eq!(max_diff(&y, &expected), 0.0, "{what}: values differ");
+    let grads = (&y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let grad = grads.get(x.as_tensor()).unwrap();
+    assert_eq!(grad.dtype(), from);
+    let expected = w.to_dtype(from).unwrap();
+    assert_eq!(max_diff(grad, &expected), 0.0, "{what}: gradients differ");
+    let view = x.as_tensor().narrow(0, 1, n - 1).unwrap();
+    let y = taper::ops::cast(&view, to).unwrap();
+    let expected = view.to_dtype(to).unwrap();
+    assert_eq!(
+        max_diff(&y, &expected),
+        0.0,
+        "{what}: a view's values differ"
+    );
+}
+
 fn check_all(device: &Device) {
     check_attention(device, (2, 5, 3, 4), DType::F32, 1e-5);
     check_attention(device, (1, 17, 2, 8), DType::F32, 1e-5);
@@ -138,6 +166,14 @@ fn check_all(device: &Device) {
     // The bias's gradient is a matrix product, which the CPU's f16 gemm
     // accumulates in f16 (cuBLAS in f32).
     check_bias_add(device, 300, 40, DType::F16, 1e-2);
+    for (from, to) in [
+        (DType::BF16, DType::F32),
+        (DType::F32, DType::BF16),
+        (DType::F16, DType::F32),
+        (DType::F32, DType::F16),
+    ] {
+        check_cast(device, 1003, from, to);
+    }
 }
 
 #[test]
@@ -156,8 +192,13 @@ fn attention_and_bias_add_match_the_composed_ops_on_the_gpu() {
     check_attention(&gpu, (2, 512, 12, 64), DType::BF16, 3e-2);
     check_bias_add(&gpu, 16 * 512, 3072, DType::BF16, 1e-2);
     check_bias_add(&gpu, 16 * 512, 3072, DType::F32, 1e-5);
+    // Head rows of 6 bytes (3 bf16) and 20 bytes (5 f32): the narrower words.
+    check_attention(&gpu, (2, 7, 2, 3), DType::BF16, 3e-2);
+    check_attention(&gpu, (1, 9, 3, 5), DType::F32, 1e-5);
+    // The reference GPT's residual stream, more elements than one grid covers.
+    check_cast(&gpu, 16 * 512 * 768 + 3, DType::BF16, DType::F32);
     println!(
-        "causal attention and bias add on {gpu:?}: values and gradients match the composed ops"
+        "causal attention, bias add and casts on {gpu:?}: values and gradients match the composed ops"
     );
 }
 

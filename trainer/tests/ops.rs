@@ -363,6 +363,10 @@ fn fused_ops_match_the_composed_ops_on_the_gpu() {
     // The reference GPT's shapes: 512 keys a row, more rows than one grid row.
     check(&gpu, &[2, 12, 512, 512], DType::F32, true, 1e-5);
     check(&gpu, &[2, 12, 512, 512], DType::BF16, true, 1e-2);
+    // The longest rows a warp takes (1024), and longer ones (a block a row).
+    check(&gpu, &[1, 4, 1024], DType::BF16, true, 1e-2);
+    check(&gpu, &[2, 3, 1025], DType::F32, false, 1e-5);
+    check(&gpu, &[2, 3, 1500], DType::F32, true, 1e-5);
     // And the reference GPT's logits: 8192 classes.
     check_cross_entropy(&gpu, 1024, 8192, DType::F32, 5e-5);
     check_cross_entropy(&gpu, 1024, 8192, DType::BF16, 1e-3);

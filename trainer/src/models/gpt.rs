@@ -89,15 +89,24 @@ impl LayerNorm {
 /// GPU the bias is added by taper's op, whose backward is one matrix
 /// product instead of candle's broadcast sum.
 fn linear(layer: &Linear, x: &Tensor, dtype: DType) -> Result<Tensor> {
-    let weight = layer.weight().to_dtype(dtype)?;
-    let bias = layer.bias().map(|b| b.to_dtype(dtype)).transpose()?;
-    let x = x.to_dtype(dtype)?;
+    let weight = cast(layer.weight(), dtype)?;
+    let bias = layer.bias().map(|b| cast(b, dtype)).transpose()?;
+    let x = cast(x, dtype)?;
     match bias {
         Some(bias) if crate::ops::use_fused("bias_add", x.device(), dtype) => {
             crate::ops::bias_add(&Linear::new(weight, None).forward(&x)?, &bias)
         }
         bias => Ok(Linear::new(weight, bias).forward(&x)?),
     }
+}
+
+/// `x` in `dtype`: on a GPU by taper's cast kernels (candle's bf16 -> f32
+/// cast is slow), elsewhere by candle's.
+fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    if crate::ops::use_fused("cast", x.device(), dtype) {
+        return crate::ops::cast(x, dtype);
+    }
+    Ok(x.to_dtype(dtype)?)
 }
 
 struct Block {
@@ -128,14 +137,14 @@ impl Block {
     fn forward(&self, x: &Tensor, mask: &Tensor, precision: Precision) -> Result<Tensor> {
         let (compute, stream) = (precision.compute_dtype(), x.dtype());
         let attn = self.attention(&self.ln_1.forward(x)?, mask, compute)?;
-        let x = (x + attn.to_dtype(stream)?)?;
+        let x = (x + cast(&attn, stream)?)?;
         let h = linear(&self.fc, &self.ln_2.forward(&x)?, compute)?;
         let h = if crate::ops::use_fused("gelu", h.device(), compute) {
             crate::ops::gelu(&h)?
         } else {
             h.gelu()?
         };
-        Ok((&x + linear(&self.fc_proj, &h, compute)?.to_dtype(stream)?)?)
+        Ok((&x + cast(&linear(&self.fc_proj, &h, compute)?, stream)?)?)
     }
 
     /// Projections and products in `compute`; the scores are masked and

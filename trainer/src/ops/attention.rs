@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use super::heads::HeadShape;
 use crate::error::{Error, Result};
 
 /// `softmax(q k^T / sqrt(head_dim) + causal mask) v` over `n_head` heads,
@@ -74,27 +75,23 @@ impl Heads {
         1.0 / (self.head_dim as f64).sqrt()
     }
 
+    /// The layout of `groups` blocks of heads (3: q, k and v; 1: the
+    /// output).
+    fn shape(&self, groups: usize) -> HeadShape {
+        HeadShape {
+            batch: self.batch,
+            t: self.t,
+            groups,
+            n_head: self.n_head,
+            head_dim: self.head_dim,
+        }
+    }
+
     /// `(batch, t, 3 * d)` -> q, k, v, each `(batch, heads, t, head_dim)`
     /// (views into one contiguous copy).
     fn split(&self, qkv: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let Heads {
-            batch,
-            t,
-            n_head,
-            head_dim,
-        } = *self;
-        let heads = qkv
-            .reshape((batch, t, 3, n_head, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
+        let heads = self.shape(3).split(qkv)?;
         Ok((heads.get(0)?, heads.get(1)?, heads.get(2)?))
-    }
-
-    /// `(batch, t, d)` -> `(batch, heads, t, head_dim)`, contiguous.
-    fn split_one(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.reshape((self.batch, self.t, self.n_head, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
     }
 
     /// The attention weights, `(batch, heads, t, t)`.
@@ -109,8 +106,7 @@ impl Heads {
         let out = self.weights(&q, &k)?.matmul(&v)?;
         // Merging the heads copies into a fresh, contiguous tensor, which
         // the custom op below hands to candle whole.
-        out.transpose(1, 2)?
-            .reshape((self.batch, self.t, self.n_head * self.head_dim))
+        self.shape(1).merge(&[&out])
     }
 
     /// The gradient of `qkv` from the output's gradient, recomputing the
@@ -118,18 +114,17 @@ impl Heads {
     fn backward(&self, qkv: &Tensor, grad_out: &Tensor) -> candle_core::Result<Tensor> {
         let (q, k, v) = self.split(qkv)?;
         let weights = self.weights(&q, &k)?;
-        let grad_out = self.split_one(&grad_out.to_dtype(qkv.dtype())?)?;
+        let grad_out = self
+            .shape(1)
+            .split(&grad_out.to_dtype(qkv.dtype())?)?
+            .squeeze(0)?;
         let grad_v = weights.t()?.matmul(&grad_out)?;
         let grad_weights = grad_out.matmul(&v.t()?)?;
         let grad_scores = crate::ops::softmax::backward(&weights, &grad_weights, self.scale())?;
         let grad_q = grad_scores.matmul(&k)?;
         let grad_k = grad_scores.t()?.matmul(&q)?;
-        // (3, batch, heads, t, head_dim) -> (batch, t, 3, heads, head_dim):
-        // the layout of `qkv`.
-        Tensor::stack(&[grad_q, grad_k, grad_v], 0)?
-            .permute((1, 3, 0, 2, 4))?
-            .contiguous()?
-            .reshape(qkv.shape())
+        // Back to the layout of `qkv`, in one copy.
+        self.shape(3).merge(&[&grad_q, &grad_k, &grad_v])
     }
 }
 

@@ -27,14 +27,17 @@ use candle_core::{DType, Layout};
 
 mod attention;
 mod bias_add;
+mod cast;
 mod cross_entropy;
 mod embedding;
 mod gelu;
+mod heads;
 mod layer_norm;
 mod softmax;
 
 pub use attention::causal_attention;
 pub use bias_add::bias_add;
+pub use cast::cast;
 pub use cross_entropy::cross_entropy_rows;
 pub use embedding::embedding;
 pub use gelu::gelu;
@@ -47,7 +50,7 @@ pub use softmax::attention_softmax;
 /// CPU paths are tested against the composed ops.
 pub const UNVERIFIED_ON_GPU: [&str; 2] = ["attention", "bias_add"];
 
-/// Whether the op `name` (`attention`, `bias_add`, `softmax`,
+/// Whether the op `name` (`attention`, `bias_add`, `cast`, `softmax`,
 /// `cross_entropy`, `gelu`, `layer_norm`, `embedding`, or `adamw` for the
 /// optimizer's update) runs fused for a tensor of `dtype` on `device`: on a
 /// GPU, for f32, bf16 and f16, unless the environment variable

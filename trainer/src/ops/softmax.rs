@@ -201,7 +201,7 @@ mod cuda {
 
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, DeviceRepr, PushKernelArg, ValidAsZeroBits,
+        CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
     };
     use candle_core::cuda_backend::{kernel_name, Map1, Map2, WrapErr};
     use candle_core::{CudaDevice, CudaStorage, Layout, Shape, WithDType};
@@ -210,6 +210,29 @@ mod cuda {
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"));
     const MODULE: &str = "taper_softmax";
+
+    /// The longest row a warp takes (`WARP_ROW_MAX` in the kernels).
+    const WARP_ROW_MAX: usize = 1024;
+    /// Rows a block of the `_rows` kernels (a warp a row).
+    const ROWS_PER_BLOCK: usize = 4;
+
+    /// The kernel of `names` (block a row, warp a row) for rows of `cols`,
+    /// and its launch: a warp a row up to [`WARP_ROW_MAX`].
+    fn kernel(
+        names: (&'static str, &'static str),
+        rows: usize,
+        cols: usize,
+    ) -> (&'static str, LaunchConfig) {
+        if cols > WARP_ROW_MAX {
+            return (names.0, crate::ops::launch_config(rows, cols));
+        }
+        let config = LaunchConfig {
+            grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+            block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (names.1, config)
+    }
 
     fn check<T: WithDType>(layout: &Layout) -> candle_core::Result<(usize, usize)> {
         if !crate::ops::fused_dtype(T::DTYPE) {
@@ -236,13 +259,16 @@ mod cuda {
             let (rows, cols) = check::<T>(layout)?;
             let (start, end) = layout.contiguous_offsets().expect("checked");
             let src = src.slice(start..end);
-            let func =
-                dev.get_or_load_custom_func(&kernel_name::<T>("softmax_fwd"), MODULE, PTX)?;
+            let (name, config) = kernel(("softmax_fwd", "softmax_fwd_rows"), rows, cols);
+            let func = dev.get_or_load_custom_func(&kernel_name::<T>(name), MODULE, PTX)?;
             // SAFETY: the kernel writes every element.
             let dst = unsafe { dev.alloc::<T>(rows * cols)? };
             let mut builder = func.builder();
             builder.arg(&src);
             builder.arg(&dst);
+            if cols <= WARP_ROW_MAX {
+                candle_core::builder_arg!(builder, rows as i64);
+            }
             candle_core::builder_arg!(
                 builder,
                 cols as i32,
@@ -251,7 +277,7 @@ mod cuda {
                 i32::from(self.causal)
             );
             // SAFETY: the arguments match the kernel's signature.
-            unsafe { builder.launch(crate::ops::launch_config(rows, cols)) }.w()?;
+            unsafe { builder.launch(config) }.w()?;
             Ok(dst)
         }
     }
@@ -277,17 +303,20 @@ mod cuda {
             let (ys, ye) = y_layout.contiguous_offsets().expect("checked");
             let (gs, ge) = g_layout.contiguous_offsets().expect("checked");
             let (y, g) = (y.slice(ys..ye), g.slice(gs..ge));
-            let func =
-                dev.get_or_load_custom_func(&kernel_name::<T>("softmax_bwd"), MODULE, PTX)?;
+            let (name, config) = kernel(("softmax_bwd", "softmax_bwd_rows"), rows, cols);
+            let func = dev.get_or_load_custom_func(&kernel_name::<T>(name), MODULE, PTX)?;
             // SAFETY: the kernel writes every element.
             let dst = unsafe { dev.alloc::<T>(rows * cols)? };
             let mut builder = func.builder();
             builder.arg(&y);
             builder.arg(&g);
             builder.arg(&dst);
+            if cols <= WARP_ROW_MAX {
+                candle_core::builder_arg!(builder, rows as i64);
+            }
             candle_core::builder_arg!(builder, cols as i32, self.scale);
             // SAFETY: the arguments match the kernel's signature.
-            unsafe { builder.launch(crate::ops::launch_config(rows, cols)) }.w()?;
+            unsafe { builder.launch(config) }.w()?;
             Ok(dst)
         }
     }
