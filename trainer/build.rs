@@ -11,8 +11,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 9] = [
+const KERNELS: [&str; 10] = [
     "heads",
+    "cast",
     "bias_add",
     "softmax",
     "cross_entropy",

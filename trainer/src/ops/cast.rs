@@ -133,7 +133,7 @@ mod cuda {
         let Some(range) = layout.contiguous_offsets() else {
             return Ok(None);
         };
-        let dev = storage.device().clone();
+        let dev = storage.device.clone();
         let slice = match (&storage.slice, to) {
             (S::BF16(s), DType::F32) => launch(&dev, s, range, "cast_bf16_f32")?.map(S::F32),
             (S::F16(s), DType::F32) => launch(&dev, s, range, "cast_f16_f32")?.map(S::F32),

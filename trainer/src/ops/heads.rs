@@ -134,6 +134,7 @@ mod cuda {
     //! The launches of `kernels/heads.cu`: the dtype only sets the row's
     //! size in bytes, from which the word size is chosen.
 
+    use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, CudaView, DeviceRepr, PushKernelArg,
     };
@@ -233,14 +234,14 @@ mod cuda {
         layout: &Layout,
         s: HeadShape,
     ) -> candle_core::Result<CudaStorage> {
-        let dev = x.device().clone();
+        let dev = x.device.clone();
         let start = layout.start_offset();
         let slice = match &x.slice {
             S::F32(v) => S::F32(launch_split(&dev, &view(v, layout)?, start, s)?),
             S::BF16(v) => S::BF16(launch_split(&dev, &view(v, layout)?, start, s)?),
             S::F16(v) => S::F16(launch_split(&dev, &view(v, layout)?, start, s)?),
             S::F64(v) => S::F64(launch_split(&dev, &view(v, layout)?, start, s)?),
-            other => candle_core::bail!("split_heads: no kernel for {:?}", other.dtype()),
+            _ => candle_core::bail!("split_heads: no kernel for {:?}", x.dtype()),
         };
         Ok(CudaStorage { slice, device: dev })
     }
@@ -250,7 +251,7 @@ mod cuda {
         parts: [(&CudaStorage, &Layout); 3],
         s: HeadShape,
     ) -> candle_core::Result<CudaStorage> {
-        let dev = parts[0].0.device().clone();
+        let dev = parts[0].0.device.clone();
         let starts = parts.map(|(_, l)| l.start_offset());
         let [(a, la), (b, lb), (c, lc)] = parts;
         let slice = match (&a.slice, &b.slice, &c.slice) {
@@ -278,7 +279,7 @@ mod cuda {
                 starts,
                 s,
             )?),
-            (a, _, _) => candle_core::bail!("merge_heads: no kernel for {:?}", a.dtype()),
+            _ => candle_core::bail!("merge_heads: no kernel for {:?}", a.dtype()),
         };
         Ok(CudaStorage { slice, device: dev })
     }

@@ -266,8 +266,9 @@ mod cuda {
             let mut builder = func.builder();
             builder.arg(&src);
             builder.arg(&dst);
+            let rows = rows as i64;
             if cols <= WARP_ROW_MAX {
-                candle_core::builder_arg!(builder, rows as i64);
+                builder.arg(&rows);
             }
             candle_core::builder_arg!(
                 builder,
@@ -311,8 +312,9 @@ mod cuda {
             builder.arg(&y);
             builder.arg(&g);
             builder.arg(&dst);
+            let rows = rows as i64;
             if cols <= WARP_ROW_MAX {
-                candle_core::builder_arg!(builder, rows as i64);
+                builder.arg(&rows);
             }
             candle_core::builder_arg!(builder, cols as i32, self.scale);
             // SAFETY: the arguments match the kernel's signature.
