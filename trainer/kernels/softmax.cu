@@ -55,10 +55,12 @@ __device__ void softmax_bwd(const T *y, const T *g, T *dx, int cols, float scale
     }
 }
 
-// Rows of at most WARP_ROW_MAX elements, one warp a row, the row held in
-// registers (element j of the row in lane j % 32, slot j / 32).
-#define WARP_ROW_MAX 1024
-#define SLOTS (WARP_ROW_MAX / 32)
+// Rows of at most 32 x SLOTS elements (SLOTS 4, 8, 16 or 32: rows up to
+// 1024), one warp a row, the row held in registers (element j of the row
+// in lane j % 32, slot j / 32). SLOTS is a template parameter so that a
+// row of 512 keeps 16 values a lane, not 32: the backward with 32 slots
+// of y and g held too few warps per SM to hide its loads' latency, and ran
+// at 0.6 TB/s (call 11).
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
@@ -70,7 +72,7 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-template <typename T>
+template <typename T, int SLOTS>
 __device__ void softmax_fwd_rows(const T *x, T *y, int64_t rows, int cols, int q_len, float scale,
                                  int causal) {
     const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -103,23 +105,24 @@ __device__ void softmax_fwd_rows(const T *x, T *y, int64_t rows, int cols, int q
     }
 }
 
-template <typename T>
-__device__ void softmax_bwd_rows(const T *y, const T *g, T *dx, int64_t rows, int cols,
-                                 float scale) {
+// The masked keys (y = 0, so dx = 0) are neither read nor computed.
+template <typename T, int SLOTS>
+__device__ void softmax_bwd_rows(const T *y, const T *g, T *dx, int64_t rows, int cols, int q_len,
+                                 float scale, int causal) {
     const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= rows) return;
     const int lane = threadIdx.x % 32;
     const T *yr = y + row * cols;
     const T *gr = g + row * cols;
     T *dr = dx + row * cols;
+    const int limit = row_limit(row, cols, q_len, causal);
     float yv[SLOTS], gv[SLOTS];
     float dot = 0.0f;
 #pragma unroll
     for (int k = 0; k < SLOTS; k++) {
         const int j = lane + 32 * k;
-        yv[k] = j < cols ? to_f32(yr[j]) : 0.0f;
-        // Where y is 0 (masked keys) the gradient is 0 whatever g is.
-        gv[k] = j < cols && yv[k] != 0.0f ? to_f32(gr[j]) : 0.0f;
+        yv[k] = j < limit ? to_f32(yr[j]) : 0.0f;
+        gv[k] = j < limit ? to_f32(gr[j]) : 0.0f;
         dot += yv[k] * gv[k];
     }
     dot = warp_sum(dot);
@@ -130,6 +133,23 @@ __device__ void softmax_bwd_rows(const T *y, const T *g, T *dx, int64_t rows, in
     }
 }
 
+#define SOFTMAX_ROWS(NAME, T, SLOTS)                                                           \
+    extern "C" __global__ void softmax_fwd_rows##SLOTS##_##NAME(                               \
+        const T *x, T *y, int64_t rows, int cols, int q_len, float scale, int causal) {        \
+        softmax_fwd_rows<T, SLOTS>(x, y, rows, cols, q_len, scale, causal);                    \
+    }                                                                                          \
+    extern "C" __global__ void softmax_bwd_rows##SLOTS##_##NAME(                               \
+        const T *y, const T *g, T *dx, int64_t rows, int cols, int q_len, float scale,         \
+        int causal) {                                                                          \
+        softmax_bwd_rows<T, SLOTS>(y, g, dx, rows, cols, q_len, scale, causal);                \
+    }
+
+#define SOFTMAX_ROWS_ALL(NAME, T)                                                              \
+    SOFTMAX_ROWS(NAME, T, 4)                                                                   \
+    SOFTMAX_ROWS(NAME, T, 8)                                                                   \
+    SOFTMAX_ROWS(NAME, T, 16)                                                                  \
+    SOFTMAX_ROWS(NAME, T, 32)
+
 #define SOFTMAX(NAME, T)                                                                       \
     extern "C" __global__ void softmax_fwd_##NAME(const T *x, T *y, int cols, int q_len,       \
                                                   float scale, int causal) {                  \
@@ -139,14 +159,7 @@ __device__ void softmax_bwd_rows(const T *y, const T *g, T *dx, int64_t rows, in
                                                   float scale) {                               \
         softmax_bwd<T>(y, g, dx, cols, scale);                                                 \
     }                                                                                          \
-    extern "C" __global__ void softmax_fwd_rows_##NAME(const T *x, T *y, int64_t rows, int cols, \
-                                                       int q_len, float scale, int causal) {   \
-        softmax_fwd_rows<T>(x, y, rows, cols, q_len, scale, causal);                           \
-    }                                                                                          \
-    extern "C" __global__ void softmax_bwd_rows_##NAME(const T *y, const T *g, T *dx,          \
-                                                       int64_t rows, int cols, float scale) {  \
-        softmax_bwd_rows<T>(y, g, dx, rows, cols, scale);                                      \
-    }
+    SOFTMAX_ROWS_ALL(NAME, T)
 
 SOFTMAX(f32, float)
 SOFTMAX(bf16, __nv_bfloat16)

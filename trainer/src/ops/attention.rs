@@ -120,7 +120,8 @@ impl Heads {
             .squeeze(0)?;
         let grad_v = weights.t()?.matmul(&grad_out)?;
         let grad_weights = grad_out.matmul(&v.t()?)?;
-        let grad_scores = crate::ops::softmax::backward(&weights, &grad_weights, self.scale())?;
+        let grad_scores =
+            crate::ops::softmax::backward(&weights, &grad_weights, self.scale(), true)?;
         let grad_q = grad_scores.matmul(&k)?;
         let grad_k = grad_scores.t()?.matmul(&q)?;
         // Back to the layout of `qkv`, in one copy.

@@ -115,13 +115,13 @@ mod cuda {
     //! The launch of `kernels/bias_add.cu`.
 
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, DeviceRepr, PushKernelArg, ValidAsZeroBits,
+        CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
     };
     use candle_core::cuda_backend::{kernel_name, Map2, WrapErr};
     use candle_core::{CudaDevice, Layout, WithDType};
 
     use super::BiasAdd;
-    use crate::ops::{contiguous_range, grid_stride_config};
+    use crate::ops::contiguous_range;
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bias_add.ptx"));
 
@@ -137,6 +137,10 @@ mod cuda {
             let (xs, xe) = contiguous_range::<T>(x_layout, "bias_add")?;
             let (bs, be) = contiguous_range::<T>(b_layout, "bias_add")?;
             let (n, cols) = (xe - xs, be - bs);
+            let rows = n / cols.max(1);
+            if cols > i32::MAX as usize {
+                candle_core::bail!("bias_add: rows of {cols} are too long")
+            }
             let (x, b) = (x.slice(xs..xe), b.slice(bs..be));
             let func =
                 dev.get_or_load_custom_func(&kernel_name::<T>("bias_add"), "taper_bias_add", PTX)?;
@@ -146,9 +150,19 @@ mod cuda {
             builder.arg(&x);
             builder.arg(&b);
             builder.arg(&dst);
-            candle_core::builder_arg!(builder, n as i64, cols as i64);
+            candle_core::builder_arg!(builder, rows as i64, cols as i32);
+            // Blocks of 256 columns by 1 row; the kernel strides over the rest.
+            let config = LaunchConfig {
+                grid_dim: (
+                    cols.div_ceil(256).clamp(1, 65535) as u32,
+                    rows.clamp(1, 65535) as u32,
+                    1,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             // SAFETY: the arguments match the kernel's signature.
-            unsafe { builder.launch(grid_stride_config(n)) }.w()?;
+            unsafe { builder.launch(config) }.w()?;
             Ok(dst)
         }
     }

@@ -52,14 +52,28 @@ pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> Result<Tensor>
 }
 
 /// The gradient of the scores from the weights `y` of an
-/// [`attention_softmax`] with `scale` and the weights' gradient `g` (same
-/// shape and dtype), untracked: `scale * y * (g - sum(g * y))`.
-pub(super) fn backward(y: &Tensor, g: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+/// [`attention_softmax`] with `scale` and `causal` and the weights'
+/// gradient `g` (same shape and dtype), untracked: `scale * y * (g -
+/// sum(g * y))`.
+pub(super) fn backward(
+    y: &Tensor,
+    g: &Tensor,
+    scale: f64,
+    causal: bool,
+) -> candle_core::Result<Tensor> {
+    let dims = y.dims();
+    let q_len = if dims.len() >= 2 {
+        dims[dims.len() - 2]
+    } else {
+        1
+    };
     y.contiguous()?.apply_op2_no_bwd(
         &g.contiguous()?,
-        &AttentionSoftmaxBackward {
+        &AttentionSoftmaxBackward(AttentionSoftmax {
             scale: scale as f32,
-        },
+            causal,
+            q_len,
+        }),
     )
 }
 
@@ -70,10 +84,9 @@ struct AttentionSoftmax {
     q_len: usize,
 }
 
-/// The backward op: `(y, g)` in, `scale * y * (g - sum(g * y))` out.
-struct AttentionSoftmaxBackward {
-    scale: f32,
-}
+/// The backward op of the forward it holds: `(y, g)` in, `scale * y * (g -
+/// sum(g * y))` out. The GPU kernel skips the masked keys (where y is 0).
+struct AttentionSoftmaxBackward(AttentionSoftmax);
 
 /// How many keys of row `row` are visible.
 fn row_limit(row: usize, cols: usize, q_len: usize, causal: bool) -> usize {
@@ -157,7 +170,12 @@ impl CustomOp1 for AttentionSoftmax {
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad_res.to_dtype(res.dtype())?;
-        Ok(Some(backward(res, &grad, f64::from(self.scale))?))
+        Ok(Some(backward(
+            res,
+            &grad,
+            f64::from(self.scale),
+            self.causal,
+        )?))
     }
 }
 
@@ -178,7 +196,7 @@ impl CustomOp2 for AttentionSoftmaxBackward {
             "attention_softmax backward",
             (y, y_layout, "weights"),
             (g, g_layout, "gradients"),
-            |y, g| cpu_softmax_backward(y, g, cols, self.scale)
+            |y, g| cpu_softmax_backward(y, g, cols, self.0.scale)
         );
         Ok((out, y_layout.shape().clone()))
     }
@@ -211,27 +229,28 @@ mod cuda {
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"));
     const MODULE: &str = "taper_softmax";
 
-    /// The longest row a warp takes (`WARP_ROW_MAX` in the kernels).
+    /// The longest row a warp takes (32 lanes x 32 slots in the kernels).
     const WARP_ROW_MAX: usize = 1024;
     /// Rows a block of the `_rows` kernels (a warp a row).
     const ROWS_PER_BLOCK: usize = 4;
 
     /// The kernel of `names` (block a row, warp a row) for rows of `cols`,
     /// and its launch: a warp a row up to [`WARP_ROW_MAX`].
-    fn kernel(
-        names: (&'static str, &'static str),
-        rows: usize,
-        cols: usize,
-    ) -> (&'static str, LaunchConfig) {
+    fn kernel(names: (&str, &str), rows: usize, cols: usize) -> (String, LaunchConfig) {
         if cols > WARP_ROW_MAX {
-            return (names.0, crate::ops::launch_config(rows, cols));
+            return (names.0.into(), crate::ops::launch_config(rows, cols));
         }
+        // The fewest slots (elements a lane) that hold the row.
+        let slots = [4, 8, 16, 32]
+            .into_iter()
+            .find(|s| 32 * s >= cols)
+            .unwrap_or(32);
         let config = LaunchConfig {
             grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
             block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        (names.1, config)
+        (format!("{}{slots}", names.1), config)
     }
 
     fn check<T: WithDType>(layout: &Layout) -> candle_core::Result<(usize, usize)> {
@@ -260,7 +279,7 @@ mod cuda {
             let (start, end) = layout.contiguous_offsets().expect("checked");
             let src = src.slice(start..end);
             let (name, config) = kernel(("softmax_fwd", "softmax_fwd_rows"), rows, cols);
-            let func = dev.get_or_load_custom_func(&kernel_name::<T>(name), MODULE, PTX)?;
+            let func = dev.get_or_load_custom_func(&kernel_name::<T>(&name), MODULE, PTX)?;
             // SAFETY: the kernel writes every element.
             let dst = unsafe { dev.alloc::<T>(rows * cols)? };
             let mut builder = func.builder();
@@ -305,18 +324,26 @@ mod cuda {
             let (gs, ge) = g_layout.contiguous_offsets().expect("checked");
             let (y, g) = (y.slice(ys..ye), g.slice(gs..ge));
             let (name, config) = kernel(("softmax_bwd", "softmax_bwd_rows"), rows, cols);
-            let func = dev.get_or_load_custom_func(&kernel_name::<T>(name), MODULE, PTX)?;
+            let func = dev.get_or_load_custom_func(&kernel_name::<T>(&name), MODULE, PTX)?;
             // SAFETY: the kernel writes every element.
             let dst = unsafe { dev.alloc::<T>(rows * cols)? };
             let mut builder = func.builder();
             builder.arg(&y);
             builder.arg(&g);
             builder.arg(&dst);
-            let rows = rows as i64;
+            let forward = &self.0;
+            let (rows, cols_arg, scale) = (rows as i64, cols as i32, forward.scale);
+            let (q_len, causal) = (forward.q_len as i32, i32::from(forward.causal));
             if cols <= WARP_ROW_MAX {
                 builder.arg(&rows);
+                builder.arg(&cols_arg);
+                builder.arg(&q_len);
+                builder.arg(&scale);
+                builder.arg(&causal);
+            } else {
+                builder.arg(&cols_arg);
+                builder.arg(&scale);
             }
-            candle_core::builder_arg!(builder, cols as i32, self.scale);
             // SAFETY: the arguments match the kernel's signature.
             unsafe { builder.launch(config) }.w()?;
             Ok(dst)
