@@ -13,7 +13,10 @@
 //! `--child MODE`), so that its peak GPU memory is its own. Peak memory is
 //! the device's used memory (`total - free`, CUDA context included, as
 //! taper's memory metrics report it), sampled during the warm-up steps only,
-//! so that the sampling costs the timed steps nothing.
+//! so that the sampling costs the timed steps nothing. "Tensors' peak" is
+//! the CUDA memory pool's high-water mark over the whole run (live
+//! allocations only, `taper::device::gpu_memory_peak`), the figure
+//! comparable with PyTorch's `max_memory_allocated`.
 //!
 //! TFLOP/s counts 6 x tokens x non-embedding parameters per step (the
 //! model's `floating_point_ops`, HF's estimate), which leaves out attention's
@@ -53,6 +56,8 @@ struct Measured {
     tokens_per_step: f64,
     peak_bytes: u64,
     context_bytes: u64,
+    /// The memory pool's high-water mark (live tensors only).
+    pool_peak_bytes: u64,
     first_loss: f64,
     last_loss: f64,
 }
@@ -342,7 +347,8 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
 /// micro-batch's loss back right after its backward pass, as the Trainer did
 /// before it kept the losses on the device, to measure what that costs;
 /// `+clip` (Trainer modes) clips gradients to a norm of 1 (HF's default; the
-/// other modes do not clip, as `torch_gpt.py`).
+/// other modes do not clip, as `torch_gpt.py`); `+tf32` lets f32 matrix
+/// products use TF32 tensor cores (HF's `tf32`).
 fn child(setup: &Setup, label: &str) {
     let mut parts = label.split('+');
     let mode = parts.next().unwrap_or_default();
@@ -354,6 +360,9 @@ fn child(setup: &Setup, label: &str) {
     );
     if trim && setup.device.is_cuda() {
         taper::device::set_gpu_memory_caching(0, false).unwrap();
+    }
+    if flags.contains(&"tf32") {
+        taper::device::set_tf32(&setup.device, Some(true)).unwrap();
     }
     let context_bytes = gpu_used();
     let mut model = Gpt::new(&setup.config, 0, &setup.device).unwrap();
@@ -378,13 +387,17 @@ fn child(setup: &Setup, label: &str) {
     } else {
         run_bare(setup, model, &mut out);
     }
+    out.pool_peak_bytes = taper::device::gpu_memory_peak(0, false)
+        .unwrap()
+        .unwrap_or(0);
     println!(
-        "RESULT {label} {} {} {} {} {} {} {}",
+        "RESULT {label} {} {} {} {} {} {} {} {}",
         out.ms_per_step,
         out.flops_per_step,
         out.tokens_per_step,
         out.peak_bytes,
         out.context_bytes,
+        out.pool_peak_bytes,
         out.first_loss,
         out.last_loss
     );
@@ -402,6 +415,7 @@ fn parse_result(line: &str) -> Option<(String, Measured)> {
             tokens_per_step: f()?,
             peak_bytes: f()? as u64,
             context_bytes: f()? as u64,
+            pool_peak_bytes: f()? as u64,
             first_loss: f()?,
             last_loss: f()?,
         },
@@ -510,8 +524,8 @@ fn main() {
             ),
         }
     }
-    println!("| mode | ms/step | tokens/s | TFLOP/s | peak GPU mem GiB (context GiB) | loss first -> last | Trainer / bare |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| mode | ms/step | tokens/s | TFLOP/s | peak GPU mem GiB (context GiB) | tensors' peak GiB | loss first -> last | Trainer / bare |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (mode, m) in &results {
         let ratio = if let Some(variant) = mode.strip_prefix("trainer-") {
             // `+syncloss` and `+clip` Trainers compare with the same bare loop.
@@ -526,12 +540,13 @@ fn main() {
             "-".to_string()
         };
         println!(
-            "| taper {mode} | {:.1} | {:.0} | {:.1} | {} ({}) | {:.3} -> {:.3} | {ratio} |",
+            "| taper {mode} | {:.1} | {:.0} | {:.1} | {} ({}) | {} | {:.3} -> {:.3} | {ratio} |",
             m.ms_per_step,
             m.tokens_per_step / m.ms_per_step * 1e3,
             m.flops_per_step / m.ms_per_step / 1e9,
             gib(m.peak_bytes),
             gib(m.context_bytes),
+            gib(m.pool_peak_bytes),
             m.first_loss,
             m.last_loss,
         );

@@ -18,10 +18,39 @@ __device__ void bias_add(const T *x, const T *b, T *y, int64_t rows, int cols) {
     }
 }
 
+// The same for rows of a multiple of 4 elements (and 4-aligned starts): a
+// thread adds four at once, reading and writing each side in one vector
+// access (scalar bf16 accesses held the first versions to about 1.1 TB/s).
+template <typename T>
+__device__ void bias_add4(const T *x, const T *b, T *y, int64_t rows, int cols) {
+    typedef typename four<T>::type V;
+    const int quads = cols / 4;
+    const V *bv = reinterpret_cast<const V *>(b);
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const V *xr = reinterpret_cast<const V *>(x + r * cols);
+        V *yr = reinterpret_cast<V *>(y + r * cols);
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < quads; c += gridDim.x * blockDim.x) {
+            float xs[4], bs[4];
+            const V xq = xr[c], bq = bv[c];
+            unpack4<T>(xq, xs);
+            unpack4<T>(bq, bs);
+#pragma unroll
+            for (int k = 0; k < 4; k++) xs[k] += bs[k];
+            V out;
+            pack4<T>(xs, out);
+            yr[c] = out;
+        }
+    }
+}
+
 #define BIAS_ADD(NAME, T)                                                                      \
     extern "C" __global__ void bias_add_##NAME(const T *x, const T *b, T *y, int64_t rows,     \
                                                 int cols) {                                    \
         bias_add<T>(x, b, y, rows, cols);                                                      \
+    }                                                                                          \
+    extern "C" __global__ void bias_add4_##NAME(const T *x, const T *b, T *y, int64_t rows,    \
+                                                 int cols) {                                   \
+        bias_add4<T>(x, b, y, rows, cols);                                                     \
     }
 
 BIAS_ADD(f32, float)

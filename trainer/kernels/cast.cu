@@ -8,37 +8,6 @@
 // (notes/gpu-performance.md, optimisation 11).
 #include "common.cuh"
 
-// Four elements as one vector word: float4 for f32, uint2 (8 bytes) for
-// the halves, whose bits are moved in registers (a struct of four halves
-// would be loaded field by field).
-template <typename T> struct four { typedef uint2 type; };
-template <> struct four<float> { typedef float4 type; };
-
-__device__ __forceinline__ void unpack(const float4 &x, float *out) {
-    out[0] = x.x; out[1] = x.y; out[2] = x.z; out[3] = x.w;
-}
-template <typename T> __device__ __forceinline__ void unpack_halves(const uint2 &x, float *out) {
-    T h[4];
-    memcpy(h, &x, sizeof(x));
-#pragma unroll
-    for (int k = 0; k < 4; k++) out[k] = to_f32(h[k]);
-}
-__device__ __forceinline__ void pack(const float *in, float4 &x) {
-    x.x = in[0]; x.y = in[1]; x.z = in[2]; x.w = in[3];
-}
-template <typename T> __device__ __forceinline__ void pack_halves(const float *in, uint2 &x) {
-    T h[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) h[k] = from_f32<T>(in[k]);
-    memcpy(&x, h, sizeof(x));
-}
-template <typename S> __device__ __forceinline__ void unpack4(const typename four<S>::type &x, float *out) {
-    if constexpr (sizeof(S) == 4) unpack(x, out); else unpack_halves<S>(x, out);
-}
-template <typename D> __device__ __forceinline__ void pack4(const float *in, typename four<D>::type &x) {
-    if constexpr (sizeof(D) == 4) pack(in, x); else pack_halves<D>(in, x);
-}
-
 // `n` elements; the first `n / 4 * 4` by fours (both pointers 16-byte
 // aligned for f32, 8-byte for the halves: cudaMalloc's alignment, checked
 // on the host), the rest one by one.

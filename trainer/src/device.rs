@@ -48,6 +48,38 @@ pub fn select(args: &TrainingArguments) -> Result<Device> {
     gpu(local_rank).map(|gpu| gpu.unwrap_or(Device::Cpu))
 }
 
+/// Applies HF's `tf32` argument for a run on `device`: `Some(true)` lets
+/// f32 matrix products use TF32 tensor cores (inputs rounded to a 10-bit
+/// mantissa, products accumulated in f32: about 3x the speed on an H100 or
+/// H200, and results that differ from f32's in the fourth digit),
+/// `Some(false)` turns that off, `None` leaves the process's setting. The
+/// setting is the process's (candle's, as PyTorch's
+/// `torch.backends.cuda.matmul.allow_tf32`), not the device's.
+///
+/// ```
+/// # use candle_core::Device;
+/// taper::device::set_tf32(&Device::Cpu, None).unwrap();
+/// assert!(taper::device::set_tf32(&Device::Cpu, Some(true)).is_err());
+/// ```
+pub fn set_tf32(device: &Device, tf32: Option<bool>) -> Result<()> {
+    let Some(on) = tf32 else {
+        return Ok(());
+    };
+    if !device.is_cuda() {
+        if on {
+            return Err(crate::error::Error::Config(
+                "tf32 needs an NVIDIA GPU (Ampere or newer) and taper built with the `cuda` \
+                 feature, and this run is on the CPU; leave tf32 unset, or train on a GPU"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    }
+    #[cfg(feature = "cuda")]
+    candle_core::cuda_backend::set_gemm_reduced_precision_f32(on);
+    Ok(())
+}
+
 /// The GPU `ordinal` (one candle device per ordinal for the whole process),
 /// `None` when there is no GPU or taper was built without `cuda`.
 #[cfg(feature = "cuda")]
@@ -105,6 +137,43 @@ pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
         .map_err(candle_core::Error::wrap)?;
     }
     Ok(())
+}
+
+/// The most memory that taper's tensors on GPU `ordinal` have held at
+/// once since the process started or the last `reset`: the high-water mark
+/// of the CUDA memory pool candle allocates from, which counts live
+/// allocations only (not the pool's cache, the CUDA context or cuBLAS's
+/// workspace): the figure to set beside PyTorch's
+/// `torch.cuda.max_memory_allocated`. `reset` starts a new mark from the
+/// memory in use now. `None` without the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_peak(ordinal: usize, reset: bool) -> Result<Option<u64>> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let attribute = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+    let mut bytes: u64 = 0;
+    // SAFETY: as in `set_gpu_memory_caching`; the attribute is a u64, and
+    // setting it to 0 is the documented way to reset the mark.
+    unsafe {
+        let device = result::device::get(ordinal as i32).map_err(candle_core::Error::wrap)?;
+        let pool = result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?;
+        sys::cuMemPoolGetAttribute(pool, attribute, (&mut bytes as *mut u64).cast())
+            .result()
+            .map_err(candle_core::Error::wrap)?;
+        if reset {
+            let mut zero: u64 = 0;
+            sys::cuMemPoolSetAttribute(pool, attribute, (&mut zero as *mut u64).cast())
+                .result()
+                .map_err(candle_core::Error::wrap)?;
+        }
+    }
+    Ok(Some(bytes))
+}
+
+/// Without the `cuda` feature there is no GPU memory.
+#[cfg(not(feature = "cuda"))]
+pub fn gpu_memory_peak(ordinal: usize, reset: bool) -> Result<Option<u64>> {
+    let _ = (ordinal, reset);
+    Ok(None)
 }
 
 /// Without the `cuda` feature there is no GPU memory to cache.

@@ -209,6 +209,9 @@ fn booleans_as_bare_flags_or_values() {
     ]);
     assert!(!args.logging_nan_inf_filter && args.use_cpu);
     assert_eq!(args.greater_is_better, Some(true));
+    // HF's tf32 is optional: unset by default, false when given as false.
+    assert_eq!(args.tf32, None);
+    assert_eq!(cli(&["--tf32", "false"]).tf32, Some(false));
 }
 
 #[test]

@@ -235,3 +235,17 @@ fn models_compute_in_the_precision_they_are_given_with_f32_weights() {
     assert_eq!(output.logits.dtype(), DType::BF16);
     assert_eq!(output.loss.unwrap().dtype(), DType::F32);
 }
+
+#[test]
+fn tf32_on_the_cpu_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = iris_mlp();
+    let err = match Trainer::new(args(&dir, &["--tf32", "true"]), model) {
+        Ok(_) => panic!("a Trainer on the CPU accepted tf32"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("tf32 needs an NVIDIA GPU"), "{err}");
+    // Off (or unset) is fine anywhere.
+    let (model, _) = iris_mlp();
+    assert!(Trainer::new(args(&dir, &["--tf32", "false"]), model).is_ok());
+}

@@ -115,6 +115,7 @@ impl TrainingArgumentsBuilder {
         save_total_limit: usize,
         data_seed: u64,
         greater_is_better: bool,
+        tf32: bool,
     );
 
     setters!(some_string: optim_args, metric_for_best_model, run_name, resume_from_checkpoint);

@@ -151,6 +151,7 @@ pub const FIELDS: &[FieldInfo] = &[
     f("fp16", Bool, "fp16 mixed precision (needs a GPU)."),
     f("bf16_full_eval", Bool, "Evaluate entirely in bf16, not mixed."),
     f("fp16_full_eval", Bool, "Evaluate entirely in fp16, not mixed."),
+    f("tf32", OptBool, "Let f32 matrix products on the GPU use TF32 tensor cores; unset keeps the process's setting (off)."),
     f("use_cpu", Bool, "Train on the CPU even when an accelerator is available. Old name: no_cuda."),
     f("log_level", Str, "Main process log level: debug, info, warning, error, critical or passive."),
     f("log_level_replica", Str, "Replica log level; same choices as log_level."),

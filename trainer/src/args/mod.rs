@@ -189,6 +189,12 @@ pub struct TrainingArguments {
     pub bf16_full_eval: bool,
     /// Evaluate entirely in fp16 (weights and activations), not mixed. Default `false`.
     pub fp16_full_eval: bool,
+    /// Let f32 matrix products on the GPU use TF32 tensor cores (inputs
+    /// rounded to a 10-bit mantissa, f32 accumulation), as HF's `tf32`:
+    /// `Some(true)` on, `Some(false)` off, unset (default) leaves the
+    /// process's setting, which is off unless something turned it on (as
+    /// PyTorch's default for matrix products). Needs a GPU.
+    pub tf32: Option<bool>,
     /// Train on the CPU even when an accelerator is available. Default `false`.
     /// The old name `no_cuda` is accepted when parsing.
     pub use_cpu: bool,
@@ -255,6 +261,7 @@ impl Default for TrainingArguments {
             fp16: false,
             bf16_full_eval: false,
             fp16_full_eval: false,
+            tf32: None,
             use_cpu: false,
             log_level: "passive".to_string(),
             log_level_replica: "warning".to_string(),

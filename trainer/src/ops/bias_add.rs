@@ -141,9 +141,16 @@ mod cuda {
             if cols > i32::MAX as usize {
                 candle_core::bail!("bias_add: rows of {cols} are too long")
             }
+            // Four elements a thread where rows and starts allow vector access.
+            let by_four = cols % 4 == 0 && xs % 4 == 0 && bs % 4 == 0;
+            let (name, per_thread) = if by_four {
+                ("bias_add4", 4)
+            } else {
+                ("bias_add", 1)
+            };
             let (x, b) = (x.slice(xs..xe), b.slice(bs..be));
             let func =
-                dev.get_or_load_custom_func(&kernel_name::<T>("bias_add"), "taper_bias_add", PTX)?;
+                dev.get_or_load_custom_func(&kernel_name::<T>(name), "taper_bias_add", PTX)?;
             // SAFETY: the kernel writes every element.
             let dst = unsafe { dev.alloc::<T>(n)? };
             let mut builder = func.builder();
@@ -151,14 +158,16 @@ mod cuda {
             builder.arg(&b);
             builder.arg(&dst);
             candle_core::builder_arg!(builder, rows as i64, cols as i32);
-            // Blocks of 256 columns by 1 row; the kernel strides over the rest.
+            // A row's threads (whole warps, at most 256) by 1 row a block;
+            // the kernel strides over the rest.
+            let threads = cols.div_ceil(per_thread).div_ceil(32).clamp(1, 8) * 32;
             let config = LaunchConfig {
                 grid_dim: (
-                    cols.div_ceil(256).clamp(1, 65535) as u32,
+                    cols.div_ceil(per_thread * threads).clamp(1, 65535) as u32,
                     rows.clamp(1, 65535) as u32,
                     1,
                 ),
-                block_dim: (256, 1, 1),
+                block_dim: (threads as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: the arguments match the kernel's signature.

@@ -87,6 +87,7 @@ impl<M: Model> Trainer<M> {
             .next()
             .map(|p| p.var.device().clone())
             .ok_or_else(|| Error::Usage("the model has no parameters to train".into()))?;
+        crate::device::set_tf32(&device, args.tf32)?;
         let (dist, collective) = crate::dist::process_group_for(&device)?;
         let log = Log::for_rank(&args, dist.rank);
         let mut callbacks = CallbackHandler::default();
