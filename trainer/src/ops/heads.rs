@@ -236,13 +236,15 @@ mod cuda {
     ) -> candle_core::Result<CudaStorage> {
         let dev = x.device.clone();
         let start = layout.start_offset();
-        let slice = match &x.slice {
-            S::F32(v) => S::F32(launch_split(&dev, &view(v, layout)?, start, s)?),
-            S::BF16(v) => S::BF16(launch_split(&dev, &view(v, layout)?, start, s)?),
-            S::F16(v) => S::F16(launch_split(&dev, &view(v, layout)?, start, s)?),
-            S::F64(v) => S::F64(launch_split(&dev, &view(v, layout)?, start, s)?),
-            _ => candle_core::bail!("split_heads: no kernel for {:?}", x.dtype()),
-        };
+        macro_rules! by_dtype {
+            ($($dtype:ident),*) => {
+                match &x.slice {
+                    $(S::$dtype(v) => S::$dtype(launch_split(&dev, &view(v, layout)?, start, s)?),)*
+                    _ => candle_core::bail!("split_heads: no kernel for {:?}", x.dtype()),
+                }
+            };
+        }
+        let slice = by_dtype!(F32, BF16, F16, F64);
         Ok(CudaStorage { slice, device: dev })
     }
 
@@ -254,33 +256,18 @@ mod cuda {
         let dev = parts[0].0.device.clone();
         let starts = parts.map(|(_, l)| l.start_offset());
         let [(a, la), (b, lb), (c, lc)] = parts;
-        let slice = match (&a.slice, &b.slice, &c.slice) {
-            (S::F32(a), S::F32(b), S::F32(c)) => S::F32(launch_merge(
-                &dev,
-                [view(a, la)?, view(b, lb)?, view(c, lc)?],
-                starts,
-                s,
-            )?),
-            (S::BF16(a), S::BF16(b), S::BF16(c)) => S::BF16(launch_merge(
-                &dev,
-                [view(a, la)?, view(b, lb)?, view(c, lc)?],
-                starts,
-                s,
-            )?),
-            (S::F16(a), S::F16(b), S::F16(c)) => S::F16(launch_merge(
-                &dev,
-                [view(a, la)?, view(b, lb)?, view(c, lc)?],
-                starts,
-                s,
-            )?),
-            (S::F64(a), S::F64(b), S::F64(c)) => S::F64(launch_merge(
-                &dev,
-                [view(a, la)?, view(b, lb)?, view(c, lc)?],
-                starts,
-                s,
-            )?),
-            _ => candle_core::bail!("merge_heads: no kernel for {:?}", a.dtype()),
-        };
+        macro_rules! by_dtype {
+            ($($dtype:ident),*) => {
+                match (&a.slice, &b.slice, &c.slice) {
+                    $((S::$dtype(a), S::$dtype(b), S::$dtype(c)) => {
+                        let views = [view(a, la)?, view(b, lb)?, view(c, lc)?];
+                        S::$dtype(launch_merge(&dev, views, starts, s)?)
+                    })*
+                    _ => candle_core::bail!("merge_heads: no kernel for {:?}", a.dtype()),
+                }
+            };
+        }
+        let slice = by_dtype!(F32, BF16, F16, F64);
         Ok(CudaStorage { slice, device: dev })
     }
 }
