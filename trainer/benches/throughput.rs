@@ -387,9 +387,7 @@ fn child(setup: &Setup, label: &str) {
     } else {
         run_bare(setup, model, &mut out);
     }
-    out.pool_peak_bytes = taper::device::gpu_memory_peak(0, false)
-        .unwrap()
-        .unwrap_or(0);
+    out.pool_peak_bytes = taper::device::gpu_memory_peak(0).unwrap().unwrap_or(0);
     println!(
         "RESULT {label} {} {} {} {} {} {} {} {}",
         out.ms_per_step,

@@ -121,15 +121,13 @@ pub fn gpu(ordinal: usize) -> Result<Option<Device>> {
 /// this too. A no-op without the `cuda` feature.
 #[cfg(feature = "cuda")]
 pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use candle_core::cuda_backend::cudarc::driver::sys;
     let mut threshold: u64 = if cache { u64::MAX } else { 0 };
-    // SAFETY: the device comes from the driver, the pool from the device,
-    // and the attribute's value is the u64 it expects.
+    // SAFETY: the pool comes from the driver, and the attribute's value is
+    // the u64 it expects.
     unsafe {
-        let device = result::device::get(ordinal as i32).map_err(candle_core::Error::wrap)?;
-        let pool = result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?;
         sys::cuMemPoolSetAttribute(
-            pool,
+            default_mem_pool(ordinal)?,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut threshold as *mut u64).cast(),
         )
@@ -139,40 +137,48 @@ pub fn set_gpu_memory_caching(ordinal: usize, cache: bool) -> Result<()> {
     Ok(())
 }
 
-/// The most memory that taper's tensors on GPU `ordinal` have held at
-/// once since the process started or the last `reset`: the high-water mark
-/// of the CUDA memory pool candle allocates from, which counts live
-/// allocations only (not the pool's cache, the CUDA context or cuBLAS's
-/// workspace): the figure to set beside PyTorch's
-/// `torch.cuda.max_memory_allocated`. `reset` starts a new mark from the
-/// memory in use now. `None` without the `cuda` feature.
+/// The CUDA memory pool candle allocates from on GPU `ordinal` (the
+/// device's default pool).
 #[cfg(feature = "cuda")]
-pub fn gpu_memory_peak(ordinal: usize, reset: bool) -> Result<Option<u64>> {
-    use candle_core::cuda_backend::cudarc::driver::{result, sys};
-    let attribute = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
-    let mut bytes: u64 = 0;
-    // SAFETY: as in `set_gpu_memory_caching`; the attribute is a u64, and
-    // setting it to 0 is the documented way to reset the mark.
-    unsafe {
+fn default_mem_pool(
+    ordinal: usize,
+) -> Result<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {
+    use candle_core::cuda_backend::cudarc::driver::result;
+    // SAFETY: the device handle comes from the driver for this ordinal.
+    let pool = unsafe {
         let device = result::device::get(ordinal as i32).map_err(candle_core::Error::wrap)?;
-        let pool = result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?;
-        sys::cuMemPoolGetAttribute(pool, attribute, (&mut bytes as *mut u64).cast())
-            .result()
-            .map_err(candle_core::Error::wrap)?;
-        if reset {
-            let mut zero: u64 = 0;
-            sys::cuMemPoolSetAttribute(pool, attribute, (&mut zero as *mut u64).cast())
-                .result()
-                .map_err(candle_core::Error::wrap)?;
-        }
+        result::device::get_mem_pool(device).map_err(candle_core::Error::wrap)?
+    };
+    Ok(pool)
+}
+
+/// The most memory that taper's tensors on GPU `ordinal` have held at
+/// once since the process started: the high-water mark of the CUDA memory
+/// pool candle allocates from, which counts live allocations only (not the
+/// pool's cache, the CUDA context or cuBLAS's workspace): the figure to set
+/// beside PyTorch's `torch.cuda.max_memory_allocated`. `None` without the
+/// `cuda` feature.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_peak(ordinal: usize) -> Result<Option<u64>> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let mut bytes: u64 = 0;
+    // SAFETY: the pool comes from the driver, and the attribute is a u64.
+    unsafe {
+        sys::cuMemPoolGetAttribute(
+            default_mem_pool(ordinal)?,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            (&mut bytes as *mut u64).cast(),
+        )
+        .result()
+        .map_err(candle_core::Error::wrap)?;
     }
     Ok(Some(bytes))
 }
 
 /// Without the `cuda` feature there is no GPU memory.
 #[cfg(not(feature = "cuda"))]
-pub fn gpu_memory_peak(ordinal: usize, reset: bool) -> Result<Option<u64>> {
-    let _ = (ordinal, reset);
+pub fn gpu_memory_peak(ordinal: usize) -> Result<Option<u64>> {
+    let _ = ordinal;
     Ok(None)
 }
 

@@ -34,11 +34,7 @@ pub fn attention_softmax(x: &Tensor, scale: f64, causal: bool) -> Result<Tensor>
             dims
         )));
     }
-    let q_len = if dims.len() >= 2 {
-        dims[dims.len() - 2]
-    } else {
-        1
-    };
+    let q_len = query_len(dims);
     if causal && q_len > dims[dims.len() - 1] {
         return Err(crate::Error::Usage(format!(
             "a causal attention_softmax needs at least as many keys as queries, shape {dims:?}"
@@ -62,11 +58,7 @@ pub(super) fn backward(
     causal: bool,
 ) -> candle_core::Result<Tensor> {
     let dims = y.dims();
-    let q_len = if dims.len() >= 2 {
-        dims[dims.len() - 2]
-    } else {
-        1
-    };
+    let q_len = query_len(dims);
     y.contiguous()?.apply_op2_no_bwd(
         &g.contiguous()?,
         &AttentionSoftmaxBackward(AttentionSoftmax {
@@ -75,6 +67,16 @@ pub(super) fn backward(
             q_len,
         }),
     )
+}
+
+/// The queries of scores shaped `dims`: the second-to-last dimension (1
+/// for a single row).
+fn query_len(dims: &[usize]) -> usize {
+    if dims.len() >= 2 {
+        dims[dims.len() - 2]
+    } else {
+        1
+    }
 }
 
 /// The forward op: the scores in, the weights out.
