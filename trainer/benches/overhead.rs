@@ -25,10 +25,10 @@ const ROUNDS: usize = 3;
 struct Case {
     name: &'static str,
     data: VecDataset,
-    build: fn() -> Box<dyn Fn() -> AnyModel>,
+    build: fn() -> Box<dyn Fn() -> BenchModel>,
 }
 
-enum AnyModel {
+enum BenchModel {
     Gpt(Gpt),
     Mlp(Mlp),
 }
@@ -90,7 +90,7 @@ fn bare_candle_adamw<M: Model>(model: &M, data: &VecDataset) -> f64 {
 }
 
 /// ms per step of `Trainer::train` over the same samples.
-fn trainer<M: Model>(model: M, data: &VecDataset, max_grad_norm: f64) -> f64 {
+fn trainer<M: taper::AnyModel>(model: M, data: &VecDataset, max_grad_norm: f64) -> f64 {
     let mut trainer = Trainer::new(args(max_grad_norm), model)
         .unwrap()
         .with_train_dataset(data.clone());
@@ -110,13 +110,13 @@ fn measure(case: &Case) -> [f64; 4] {
     let mut rows = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..=ROUNDS {
         let times = match (make(), make(), make(), make()) {
-            (AnyModel::Gpt(a), AnyModel::Gpt(b), AnyModel::Gpt(c), AnyModel::Gpt(d)) => [
+            (BenchModel::Gpt(a), BenchModel::Gpt(b), BenchModel::Gpt(c), BenchModel::Gpt(d)) => [
                 bare_taper_adamw(&a, &case.data),
                 bare_candle_adamw(&b, &case.data),
                 trainer(c, &case.data, 0.0),
                 trainer(d, &case.data, 1.0),
             ],
-            (AnyModel::Mlp(a), AnyModel::Mlp(b), AnyModel::Mlp(c), AnyModel::Mlp(d)) => [
+            (BenchModel::Mlp(a), BenchModel::Mlp(b), BenchModel::Mlp(c), BenchModel::Mlp(d)) => [
                 bare_taper_adamw(&a, &case.data),
                 bare_candle_adamw(&b, &case.data),
                 trainer(c, &case.data, 0.0),
@@ -157,7 +157,7 @@ fn main() {
                         n_head: 4,
                         d_model: 64,
                     };
-                    AnyModel::Gpt(Gpt::new(&config, 0, &Device::Cpu).unwrap())
+                    BenchModel::Gpt(Gpt::new(&config, 0, &Device::Cpu).unwrap())
                 })
             },
         },
@@ -171,7 +171,7 @@ fn main() {
                         hidden: vec![64, 64],
                         num_classes: 6,
                     };
-                    AnyModel::Mlp(Mlp::new(&config, 0, &Device::Cpu).unwrap())
+                    BenchModel::Mlp(Mlp::new(&config, 0, &Device::Cpu).unwrap())
                 })
             },
         },

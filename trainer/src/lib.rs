@@ -57,5 +57,5 @@ pub use taper_widgets as widgets;
 
 pub use args::TrainingArguments;
 pub use error::{Error, Result};
-pub use model::{Model, ModelOutput};
-pub use trainer::Trainer;
+pub use model::{AnyModel, Model, ModelOutput};
+pub use trainer::{Trainer, TrainerCore};

@@ -5,6 +5,8 @@
 //! [`VarMap`], which is what the optimizer updates and checkpoints save.
 //! The trait is deliberately small: a custom model implements two methods.
 
+use std::any::Any;
+
 use candle_core::Tensor;
 use candle_nn::VarMap;
 
@@ -63,3 +65,15 @@ pub trait Model {
             .sum()
     }
 }
+
+/// A [`Model`] the Trainer can hold without knowing its type, and give back
+/// as its own type: every `Model + Send + 'static` is one.
+///
+/// The Trainer's loop is compiled once, in taper, over `dyn AnyModel`
+/// (see [`TrainerCore`](crate::trainer::TrainerCore)); [`Any`] lets the
+/// typed [`Trainer`](crate::Trainer) hand out `&M` again. `Send`, because
+/// a Trainer moves between threads (a data-parallel job's ranks, a
+/// notebook's emulated world); candle's tensors and `VarMap` are `Send`.
+pub trait AnyModel: Model + Any + Send {}
+
+impl<M: Model + Any + Send> AnyModel for M {}

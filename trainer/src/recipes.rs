@@ -211,7 +211,7 @@ fn feature_shape(train: &VecDataset) -> Result<(usize, usize)> {
     Ok((features, classes))
 }
 
-fn run_trainer<M: crate::model::Model>(
+fn run_trainer<M: crate::model::AnyModel>(
     trainer: Trainer<M>,
     train: VecDataset,
     eval: VecDataset,

@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{LossWindow, Trainer, TrainerState, TrainingPlan};
+use super::{LossWindow, TrainerCore, TrainerState, TrainingPlan};
 use crate::args::TrainingArguments;
 use crate::checkpoint::{self, *};
 use crate::error::{Error, Result};
-use crate::model::Model;
 use crate::optim::OptimizerState;
 use crate::precision::{LossScaler, LossScalerState};
 
@@ -43,7 +42,7 @@ struct LoopState {
     loss_scaler: Option<LossScalerState>,
 }
 
-impl<M: Model> Trainer<M> {
+impl TrainerCore {
     /// Writes the model's weights to `dir` (default: `output_dir`) as
     /// `model.safetensors`, with `training_args.json` beside them.
     pub fn save_model(&self, dir: Option<&Path>) -> Result<PathBuf> {

@@ -7,14 +7,13 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::Trainer;
+use super::TrainerCore;
 use crate::dist::ReduceOp;
 use crate::error::{Error, Result};
 use crate::metrics::EvalPrediction;
-use crate::model::Model;
 use crate::optim::Gradients;
 
-impl<M: Model> Trainer<M> {
+impl TrainerCore {
     /// True on the process that prints, draws and writes files (world rank 0).
     pub fn is_world_process_zero(&self) -> bool {
         self.dist.rank == 0

@@ -6,15 +6,14 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use super::{StepContext, Trainer};
+use super::{StepContext, TrainerCore};
 use crate::callbacks::PredictionProgress;
 use crate::data::{Dataset, Sharding};
 use crate::error::{Error, Result};
 use crate::memory::Stage;
 use crate::metrics::{speed_metrics, EvalPrediction, Metrics};
-use crate::model::Model;
 
-/// What [`Trainer::predict`] returns (HF's `PredictionOutput`).
+/// What [`TrainerCore::predict`] returns (HF's `PredictionOutput`).
 #[derive(Debug, Clone)]
 pub struct PredictionOutput {
     /// Concatenated logits, on the CPU.
@@ -68,7 +67,7 @@ struct LoopOutput {
     num_batches: usize,
 }
 
-impl<M: Model> Trainer<M> {
+impl TrainerCore {
     /// Evaluates on the evaluation data set: `eval_loss`, the metrics of
     /// `compute_metrics` prefixed `eval_`, and speed metrics; logged, and
     /// passed to the callbacks' `on_evaluate`.
@@ -151,7 +150,7 @@ impl<M: Model> Trainer<M> {
             let batch = batch?;
             let step = self
                 .hooks
-                .prediction_step(&self.model, &batch, &ctx, loss_only)?;
+                .prediction_step(&*self.model, &batch, &ctx, loss_only)?;
             // Each batch's mean loss weighs by its size, as HF's repeat-and-mean does.
             if let Some(loss) = step.loss {
                 loss_sum += loss * batch.size as f64;

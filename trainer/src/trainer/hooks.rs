@@ -40,7 +40,7 @@ pub struct PredictionStep {
 }
 
 /// The customisable steps, with HF's behaviour as the defaults.
-pub trait TrainingHooks<M: Model>: Send {
+pub trait TrainingHooks<M: Model + ?Sized>: Send {
     /// The loss to minimise (a scalar tensor) and the model's output.
     ///
     /// The default takes the model's own loss, or with label smoothing
@@ -137,14 +137,14 @@ pub trait TrainingHooks<M: Model>: Send {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultHooks;
 
-impl<M: Model> TrainingHooks<M> for DefaultHooks {}
+impl<M: Model + ?Sized> TrainingHooks<M> for DefaultHooks {}
 
 /// A `compute_loss` closure: `(model, batch, output) -> loss`.
 pub struct ComputeLossFn<F>(pub F);
 
 impl<M, F> TrainingHooks<M> for ComputeLossFn<F>
 where
-    M: Model,
+    M: Model + ?Sized,
     F: Fn(&M, &Batch, &ModelOutput) -> Result<Tensor> + Send,
 {
     fn compute_loss(

@@ -1,10 +1,15 @@
 //! The Trainer: the training loop and what it drives.
 //!
-//! The loop in [`Trainer::train`] only counts: epochs, optimizer steps,
+//! The loop in [`TrainerCore::train`] only counts: epochs, optimizer steps,
 //! micro-batches. Computing a step is in [`hooks`], deciding when to log,
 //! evaluate, save or stop is in the callbacks, evaluation is in `evaluate.rs`
-//! and checkpoints (saving, resuming, the best model) in `checkpointing.rs`. Semantics follow Hugging Face's `Trainer`:
-//! the same arithmetic for steps and epochs, the same logs, the same events.
+//! and checkpoints (saving, resuming, the best model) in `checkpointing.rs`.
+//! Semantics follow Hugging Face's `Trainer`: the same arithmetic for steps
+//! and epochs, the same logs, the same events.
+//!
+//! [`Trainer<M>`](Trainer) (`typed.rs`) is the typed handle over
+//! [`TrainerCore`], which holds the model as `dyn` [`AnyModel`]: the loop is
+//! compiled once, in taper, not in every notebook cell that trains.
 
 mod checkpointing;
 mod distributed;
@@ -12,17 +17,19 @@ mod evaluate;
 pub mod hooks;
 mod losses;
 mod state;
+mod typed;
 
 pub use evaluate::PredictionOutput;
 pub use hooks::{ComputeLossFn, DefaultHooks, PredictionStep, StepContext, TrainingHooks};
 pub use state::{TrainOutput, TrainerControl, TrainerState, TrainingPlan};
+pub use typed::Trainer;
 
 use losses::{GradNorm, LossWindow, PendingLoss};
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::args::{IntervalStrategy, TrainingArguments};
 use crate::callbacks::{
@@ -33,8 +40,8 @@ use crate::dist::{Collective, DistEnv};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::memory::{MemoryTracker, Stage};
-use crate::metrics::{round, speed_metrics, ComputeMetrics, EvalPrediction, Metrics};
-use crate::model::Model;
+use crate::metrics::{round, speed_metrics, ComputeMetrics, Metrics};
+use crate::model::AnyModel;
 use crate::optim::{self, Gradients, Optimizer, Parameters};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::{warmup_steps, LrScheduler, SchedulerType};
@@ -46,17 +53,24 @@ type Callback = dyn TrainerCallback;
 type Event =
     fn(&mut Callback, &TrainingArguments, &TrainerState, &mut TrainerControl) -> Result<()>;
 
-/// Trains, evaluates and predicts with a [`Model`], as HF's `Trainer` does.
-pub struct Trainer<M: Model> {
+/// Everything a [`Trainer`] does, without its model's type.
+///
+/// A `Trainer<M>` dereferences to it, so its methods (`train`, `evaluate`,
+/// `predict`, `save_model`, ...) and its `state` are the Trainer's. Why the
+/// split: a notebook cell that trains compiles every generic function it
+/// calls, and a generic loop made the first training cell compile the whole
+/// Trainer (about 4 s, notes/kernel-latency.md). The core holds the model
+/// as a `dyn` [`AnyModel`], so it is compiled once, in taper.
+pub struct TrainerCore {
     args: TrainingArguments,
-    model: M,
+    model: Box<dyn AnyModel>,
     params: Parameters,
     device: Device,
     train_dataset: Option<Arc<dyn Dataset>>,
     eval_dataset: Option<Arc<dyn Dataset>>,
     collate: Option<Arc<CollateFn>>,
     compute_metrics: Option<Box<ComputeMetrics>>,
-    hooks: Box<dyn TrainingHooks<M>>,
+    hooks: Box<dyn TrainingHooks<dyn AnyModel>>,
     callbacks: CallbackHandler,
     optimizer: Option<Box<dyn Optimizer>>,
     scheduler: Option<LrScheduler>,
@@ -72,10 +86,10 @@ pub struct Trainer<M: Model> {
     log: Log,
 }
 
-impl<M: Model> Trainer<M> {
-    /// A Trainer for `model` with `args` (validated here), HF's default
+impl TrainerCore {
+    /// A core for `model` with `args` (validated here), HF's default
     /// callbacks and hooks.
-    pub fn new(mut args: TrainingArguments, mut model: M) -> Result<Self> {
+    fn new(mut args: TrainingArguments, mut model: Box<dyn AnyModel>) -> Result<Self> {
         let mut memory = MemoryTracker::new(args.skip_memory_metrics);
         memory.start(Stage::Init);
         args.validate()?;
@@ -129,64 +143,6 @@ impl<M: Model> Trainer<M> {
         Ok(trainer)
     }
 
-    /// Trains on `dataset`.
-    pub fn with_train_dataset(mut self, dataset: impl Dataset + 'static) -> Self {
-        self.train_dataset = Some(Arc::new(dataset));
-        self
-    }
-
-    /// Evaluates on `dataset`.
-    pub fn with_eval_dataset(mut self, dataset: impl Dataset + 'static) -> Self {
-        self.eval_dataset = Some(Arc::new(dataset));
-        self
-    }
-
-    /// Collates batches with `collate` instead of stacking samples.
-    pub fn with_collate(
-        mut self,
-        collate: impl Fn(&[crate::data::Sample], &Device) -> Result<crate::data::Batch>
-            + Send
-            + Sync
-            + 'static,
-    ) -> Self {
-        self.collate = Some(Arc::new(collate));
-        self
-    }
-
-    /// Computes extra evaluation metrics (HF's `compute_metrics`).
-    pub fn with_compute_metrics(
-        mut self,
-        f: impl Fn(&EvalPrediction) -> Result<Metrics> + Send + Sync + 'static,
-    ) -> Self {
-        self.compute_metrics = Some(Box::new(f));
-        self
-    }
-
-    /// Replaces the training, loss and prediction steps.
-    pub fn with_hooks(mut self, hooks: impl TrainingHooks<M> + 'static) -> Self {
-        self.hooks = Box::new(hooks);
-        self
-    }
-
-    /// Replaces only the loss: `f(model, batch, output)`.
-    pub fn with_compute_loss(
-        self,
-        f: impl Fn(&M, &crate::data::Batch, &crate::model::ModelOutput) -> Result<Tensor>
-            + Send
-            + 'static,
-    ) -> Self
-    where
-        M: 'static,
-    {
-        self.with_hooks(ComputeLossFn(f))
-    }
-
-    /// Adds a callback after the default ones.
-    pub fn with_callback(mut self, callback: impl TrainerCallback + 'static) -> Self {
-        self.callbacks.add(Box::new(callback));
-        self
-    }
-
     /// The callbacks, to add or remove some.
     pub fn callbacks_mut(&mut self) -> &mut CallbackHandler {
         &mut self.callbacks
@@ -195,11 +151,6 @@ impl<M: Model> Trainer<M> {
     /// The arguments.
     pub fn args(&self) -> &TrainingArguments {
         &self.args
-    }
-
-    /// The model.
-    pub fn model(&self) -> &M {
-        &self.model
     }
 
     /// The learning rate the next optimizer step would use.
@@ -310,7 +261,7 @@ impl<M: Model> Trainer<M> {
             }
             let (loss, step_grads) =
                 self.hooks
-                    .training_step(&self.model, &self.params, &batch, &ctx)?;
+                    .training_step(&*self.model, &self.params, &batch, &ctx)?;
             losses.pending.push(PendingLoss {
                 loss,
                 global_step: self.state.global_step,

@@ -79,7 +79,7 @@ pub struct TrainerControl {
     pub should_log: bool,
 }
 
-/// The result of [`Trainer::train`](crate::trainer::Trainer::train).
+/// The result of [`TrainerCore::train`](crate::trainer::TrainerCore::train).
 #[derive(Debug, Clone)]
 pub struct TrainOutput {
     /// Optimizer steps done.
