@@ -7,7 +7,9 @@ Measures, each over several runs (median, 90th percentile, min):
   first cell   the first cell of a fresh kernel (evcxr builds its runtime)
   warm cell    `x + 1` in a kernel that has run cells
   :dep taper   the first training cell of a fresh kernel (`:dep taper`,
-               build a model, train 20 steps) after `taper install --warm`
+               build a model, train 20 steps) after `taper install --warm`,
+               sent the moment the kernel answers (a notebook run from the
+               top), and sent after --idle seconds (a person typing it)
 Uses the kernelspec `taper` from JUPYTER_PATH, or installs one from
 TAPER_BIN (default target/release/taper) with --warm into a private prefix.
 """
@@ -70,6 +72,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--taper-runs", type=int, default=5)
+    parser.add_argument("--idle", type=float, default=15.0)
     args = parser.parse_args()
     if "JUPYTER_PATH" not in os.environ:
         prefix = Path(tempfile.mkdtemp(prefix="taper-bench-"))
@@ -90,10 +93,14 @@ def main():
     warm = [timed(kc, "x + 1") for _ in range(args.runs)]
     stop(km, kc)
 
-    taper = []
+    taper, taper_idle = [], []
     for _ in range(args.taper_runs):
         km, kc, _ = started_kernel()
         taper.append(timed(kc, TRAINING_CELL))
+        stop(km, kc)
+        km, kc, _ = started_kernel()
+        time.sleep(args.idle)
+        taper_idle.append(timed(kc, TRAINING_CELL))
         stop(km, kc)
 
     print()
@@ -102,7 +109,8 @@ def main():
     print(row("start to kernel_info_reply", starts, "<= 1,000 (evcxr: 2,600)"))
     print(row("first cell (`let x = 1;`)", firsts, "-"))
     print(row("warm small cell (`x + 1`)", warm, "<= 150 (evcxr: 196)"))
-    print(row("first `:dep taper` training cell, after --warm", taper, "<= 10,000"))
+    print(row("first `:dep taper` training cell, after --warm, sent at once", taper, "<= 10,000"))
+    print(row(f"the same, sent after {args.idle:g} s idle", taper_idle, "<= 10,000"))
 
 
 if __name__ == "__main__":

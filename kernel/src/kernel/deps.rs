@@ -94,13 +94,18 @@ pub fn resolve_taper_dep(code: &str) -> String {
     if !code.lines().any(|line| asked_crate(line).is_some()) {
         return code.to_string();
     }
-    match sources_root() {
-        Some(root) => {
-            super::scratch::write_cargo_config(&cargo_config(Some(&root)));
-            rewrite_deps(code, &root)
-        }
+    match patched_sources_root() {
+        Some(root) => rewrite_deps(code, &root),
         None => code.to_string(),
     }
+}
+
+/// [`sources_root`], with the cargo configuration above the cell crate
+/// patching crates.io's candle-core with the snapshot's.
+fn patched_sources_root() -> Option<PathBuf> {
+    let root = sources_root()?;
+    super::scratch::write_cargo_config(&cargo_config(Some(&root)));
+    Some(root)
 }
 
 /// The crate (name, folder) a `:dep` line asks for without a source.
@@ -114,16 +119,43 @@ fn asked_crate(line: &str) -> Option<(&'static str, &'static str)> {
 fn rewrite_deps(code: &str, root: &Path) -> String {
     code.lines()
         .map(|line| match asked_crate(line) {
-            Some((name, folder)) => {
-                format!(
-                    ":dep {name} = {{ path = \"{}\" }}",
-                    root.join(folder).display()
-                )
-            }
+            Some((name, folder)) => format!(":dep {name} = {}", dep_spec(root, folder)),
             None => line.to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The dependency specification `:dep taper` becomes, for the crate in
+/// `folder` under `root`.
+fn dep_spec(root: &Path, folder: &str) -> String {
+    format!("{{ path = \"{}\" }}", root.join(folder).display())
+}
+
+/// `(name, specification)` of what `:dep taper` and `:dep taper-widgets`
+/// become in this process, for evcxr's trusted dependencies: a `:dep
+/// taper` then skips evcxr's validating `cargo metadata` over taper's
+/// graph (1-2 s), and rust-analyzer loads taper's graph while the kernel
+/// warms up rather than in the first cell that uses it (notes/kernel-latency.md).
+/// The cargo configuration is written now, so that the analysis sees the
+/// patched candle-core the builds will use.
+pub fn trusted_deps() -> Vec<(String, String)> {
+    patched_sources_root().map_or_else(Vec::new, |root| trusted_deps_under(&root))
+}
+
+/// [`trusted_deps`] for the sources under `root`.
+fn trusted_deps_under(root: &Path) -> Vec<(String, String)> {
+    CRATES
+        .iter()
+        .map(|(name, folder)| (name.to_string(), dep_spec(root, folder)))
+        .collect()
+}
+
+/// Where evcxr keeps a cell crate's lock file that resolves taper's graph,
+/// for the next kernel's first `:dep taper` (evcxr's `trusted_deps.rs`):
+/// cargo would otherwise resolve the graph again, looking at the registry.
+pub fn trusted_lock() -> PathBuf {
+    cache_home().join("taper").join("cell-Cargo.lock")
 }
 
 /// The folder that holds `trainer/` and `widgets/` for this process: the
@@ -352,6 +384,19 @@ mod tests {
         assert_eq!(first, SourceSnapshot::of(dir.path()).unwrap().hash);
         std::fs::write(dir.path().join("trainer/src/lib.rs"), "// two").unwrap();
         assert_ne!(first, SourceSnapshot::of(dir.path()).unwrap().hash);
+    }
+
+    #[test]
+    fn the_trusted_dependencies_are_exactly_what_dep_lines_become() {
+        // evcxr skips validating a `:dep` only when its text matches.
+        let root = Path::new("/snap/abc");
+        for (name, spec) in trusted_deps_under(root) {
+            assert_eq!(
+                rewrite_deps(&format!(":dep {name}"), root),
+                format!(":dep {name} = {spec}")
+            );
+        }
+        assert_eq!(trusted_deps_under(root).len(), CRATES.len());
     }
 
     #[test]

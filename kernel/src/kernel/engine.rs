@@ -50,7 +50,10 @@ impl Engine {
         std::thread::Builder::new()
             .name("taper-engine".into())
             .spawn(move || {
-                let (mut ctx, outputs) = match CommandContext::new() {
+                let (mut ctx, outputs) = match CommandContext::with_trusted_deps(
+                    super::deps::trusted_deps(),
+                    Some(super::deps::trusted_lock()),
+                ) {
                     Ok(started) => started,
                     Err(e) => {
                         let why = format!("the Rust evaluation context did not start: {e}");
@@ -290,13 +293,15 @@ fn build_cache_mib() -> Option<u64> {
 /// warms rust-analyzer up ([`warm_up_analysis`]).
 const IDLE_BEFORE_ANALYSIS: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Has rust-analyzer read the standard library now, while the user types,
-/// instead of in the first cell that defines a variable: evcxr asks it for
-/// the type of every variable a cell defines, and its first answer loads
-/// and resolves `core`, `alloc` and `std` (about 2 s of the first cell,
-/// notes/kernel-latency.md). A completion request does that without
-/// defining anything in the notebook.
+/// Has rust-analyzer load taper's dependency graph now, while the user
+/// types, instead of in the first cell that says `:dep taper`: evcxr asks
+/// it for the type of every variable a cell defines, and its first answer
+/// after `:dep taper` loaded and resolved taper's graph (3-4 s of that cell
+/// on two cores, notes/kernel-latency.md). A completion request does that
+/// without defining anything in the notebook; a kernel without taper's
+/// sources loads only the standard library, which the engine's start did.
 fn warm_up_analysis(ctx: &mut CommandContext) {
+    ctx.analyse_trusted_deps();
     let code = "let taper_warm_up = vec![1u8]; taper_warm_up.";
     let started = std::time::Instant::now();
     match ctx.completions(code, code.len()) {

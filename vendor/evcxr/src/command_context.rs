@@ -47,6 +47,16 @@ impl CommandContext {
         Ok((command_context, eval_context_outputs))
     }
 
+    /// See [`EvalContext::with_trusted_deps`] (taper patch).
+    pub fn with_trusted_deps(
+        trusted: Vec<(String, String)>,
+        lock: Option<std::path::PathBuf>,
+    ) -> Result<(CommandContext, EvalContextOutputs), Error> {
+        let (eval_context, eval_context_outputs) = EvalContext::with_trusted_deps(trusted, lock)?;
+        let command_context = CommandContext::with_eval_context(eval_context);
+        Ok((command_context, eval_context_outputs))
+    }
+
     pub fn with_eval_context(eval_context: EvalContext) -> CommandContext {
         CommandContext {
             print_timings: false,
@@ -215,6 +225,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
 
     pub fn set_opt_level(&mut self, level: &str) -> Result<(), Error> {
         self.eval_context.set_opt_level(level)
+    }
+
+    /// See [`EvalContext::analyse_trusted_deps`] (taper patch).
+    pub fn analyse_trusted_deps(&mut self) {
+        self.eval_context.analyse_trusted_deps()
     }
 
     pub fn last_source(&self) -> std::io::Result<String> {

@@ -102,6 +102,9 @@ pub(crate) struct Config {
     pub(crate) allow_static_linking: bool,
     pub(crate) build_envs: HashMap<String, String>,
     subprocess_path: PathBuf,
+    /// Dependencies the embedder vouches for (taper patch): see
+    /// [`EvalContext::with_trusted_deps`].
+    pub(crate) trusted: crate::trusted_deps::TrustedDeps,
 }
 
 fn create_initial_config(tmpdir: PathBuf, subprocess_path: PathBuf) -> Result<Config> {
@@ -148,6 +151,7 @@ impl Config {
             subprocess_path,
             codegen_backend: None,
             build_envs: Default::default(),
+            trusted: Default::default(),
         })
     }
 
@@ -246,6 +250,11 @@ impl Config {
 
     pub(crate) fn src_dir(&self) -> PathBuf {
         self.tmpdir.join("src")
+    }
+
+    /// Where the manifest rust-analyzer reads lives (taper patch).
+    pub(crate) fn analysis_dir(&self) -> PathBuf {
+        self.tmpdir.join("analysis")
     }
 
     pub(crate) fn deps_dir(&self) -> PathBuf {
@@ -364,10 +373,30 @@ impl Default for EvalCallbacks<'_> {
 
 impl EvalContext {
     pub fn new() -> Result<(EvalContext, EvalContextOutputs), Error> {
+        Self::with_trusted_deps(Vec::new(), None)
+    }
+
+    /// A context that knows the dependencies `trusted` (`(name, config)`)
+    /// resolve (taper patch, vendor/README.md, `trusted_deps.rs`): `:dep
+    /// name = config`, written exactly so, skips the validating `cargo
+    /// metadata`, and `lock` (a file evcxr writes and reads) keeps a lock
+    /// file that resolves them across contexts. For dependencies the
+    /// embedder knows, such as a path to sources it built itself; a bad
+    /// one fails in the cell's build instead, with cargo's message. See
+    /// also [`EvalContext::analyse_trusted_deps`].
+    pub fn with_trusted_deps(
+        trusted: Vec<(String, String)>,
+        lock: Option<PathBuf>,
+    ) -> Result<(EvalContext, EvalContextOutputs), Error> {
         fix_path();
 
         let current_exe = std::env::current_exe()?;
-        Self::with_subprocess_command(std::process::Command::new(current_exe))
+        let trusted = crate::trusted_deps::TrustedDeps {
+            deps: trusted,
+            analysed: false,
+            lock,
+        };
+        Self::with_subprocess_command_and_trust(std::process::Command::new(current_exe), trusted)
     }
 
     fn apply_platform_specific_vars(config: &Config, command: &mut std::process::Command) {
@@ -417,7 +446,14 @@ impl EvalContext {
     }
 
     pub fn with_subprocess_command(
+        subprocess_command: std::process::Command,
+    ) -> Result<(EvalContext, EvalContextOutputs), Error> {
+        Self::with_subprocess_command_and_trust(subprocess_command, Default::default())
+    }
+
+    fn with_subprocess_command_and_trust(
         mut subprocess_command: std::process::Command,
+        trusted: crate::trusted_deps::TrustedDeps,
     ) -> Result<(EvalContext, EvalContextOutputs), Error> {
         let parsed_config = toml_parse::ConfigToml::find_then_parse()?;
         let tmpdir_var = parsed_config.get_tmp_dir()?;
@@ -428,6 +464,7 @@ impl EvalContext {
         let mut initial_config =
             create_initial_config(tmpdir_path, subprocess_command.get_program().into())?;
         parsed_config.update_config(&mut initial_config)?;
+        initial_config.trusted = trusted;
         Self::apply_platform_specific_vars(&initial_config, &mut subprocess_command);
 
         let (stdout_sender, stdout_receiver) = crossbeam_channel::unbounded();
@@ -624,6 +661,16 @@ impl EvalContext {
 
     pub fn set_opt_level(&mut self, level: &str) -> Result<(), Error> {
         self.committed_state.set_opt_level(level)
+    }
+
+    /// Has rust-analyzer load the trusted dependencies from its next
+    /// request on, before any `:dep` asks for them (taper patch): that
+    /// request takes the time of loading their graph, and the `:dep` that
+    /// later asks for one exactly as trusted does not reload it. For a
+    /// moment the user is not waiting, such as while they type.
+    pub fn analyse_trusted_deps(&mut self) {
+        self.committed_state.config.trusted.analysed = true;
+        self.initial_config.trusted.analysed = true;
     }
 
     pub fn set_time_passes(&mut self, value: bool) {
@@ -831,13 +878,14 @@ impl EvalContext {
         code: CodeBlock,
     ) -> Result<(), Error> {
         self.analyzer.set_source(code.code_string())?;
+        let vars = self.analyzer.top_level_variables("evcxr_analysis_wrapper");
         for (
             variable_name,
             VariableInfo {
                 type_name,
                 is_mutable,
             },
-        ) in self.analyzer.top_level_variables("evcxr_analysis_wrapper")
+        ) in vars
         {
             // We don't want to try to store evcxr_variable_store into itself, so we ignore it.
             if variable_name == "evcxr_variable_store" {
@@ -1400,7 +1448,12 @@ impl ContextState {
             return Ok(());
         }
         let external = ExternalCrate::new(dep.to_owned(), dep_config.to_owned())?;
-        crate::cargo_metadata::validate_dep(&external.name, &external.config, &self.config)?;
+        // Validating runs `cargo metadata` over the dependency's whole graph
+        // (1-2 s for taper): skipped for a dependency the embedder vouches for
+        // (taper patch, vendor/README.md).
+        if !self.config.trusted.vouches_for(dep, dep_config) {
+            crate::cargo_metadata::validate_dep(&external.name, &external.config, &self.config)?;
+        }
         self.external_deps.insert(dep.to_owned(), external);
         Ok(())
     }

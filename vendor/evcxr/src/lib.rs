@@ -26,6 +26,7 @@ mod runtime;
 mod rust_analyzer;
 mod statement_splitter;
 mod toml_parse;
+mod trusted_deps;
 mod use_trees;
 
 pub use crate::command_context::CommandContext;

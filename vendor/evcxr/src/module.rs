@@ -13,6 +13,7 @@ use crate::errors::Error;
 use crate::errors::bail;
 use crate::eval_context::Config;
 use crate::eval_context::ContextState;
+use crate::trusted_deps;
 use anyhow::Context;
 use anyhow::Result;
 use anyhow::anyhow;
@@ -141,7 +142,22 @@ impl Module {
             state.config.crate_dir(),
             "Cargo.toml",
             &self.get_cargo_toml_contents(state),
-        )
+        )?;
+        // taper patch: the manifest rust-analyzer reads, and lock files that
+        // already resolve the trusted dependencies (trusted_deps.rs).
+        let trusted = &state.config.trusted;
+        trusted.seed_lock(
+            &state.config.crate_dir().join("Cargo.lock"),
+            &trusted_deps::build_deps(state),
+        );
+        let analysis = trusted_deps::analysis_deps(state);
+        write_file(
+            &state.config.analysis_dir(),
+            "Cargo.toml",
+            &trusted_deps::analysis_cargo_toml(CRATE_NAME, &analysis),
+        )?;
+        trusted.seed_lock(&state.config.analysis_dir().join("Cargo.lock"), &analysis);
+        Ok(())
     }
 
     // Writes .cargo/config.toml. Should be called before compile.
@@ -199,6 +215,9 @@ impl Module {
         }
 
         let cargo_output = run_cargo(command, code_block)?;
+        config
+            .trusted
+            .save_lock(&config.crate_dir().join("Cargo.lock"));
         if config.time_passes {
             let output = String::from_utf8_lossy(&cargo_output.stderr);
             eprintln!("{output}");
