@@ -878,14 +878,13 @@ impl EvalContext {
         code: CodeBlock,
     ) -> Result<(), Error> {
         self.analyzer.set_source(code.code_string())?;
-        let vars = self.analyzer.top_level_variables("evcxr_analysis_wrapper");
         for (
             variable_name,
             VariableInfo {
                 type_name,
                 is_mutable,
             },
-        ) in vars
+        ) in self.analyzer.top_level_variables("evcxr_analysis_wrapper")
         {
             // We don't want to try to store evcxr_variable_store into itself, so we ignore it.
             if variable_name == "evcxr_variable_store" {
