@@ -45,24 +45,33 @@ impl TrustedDeps {
     /// Copies the kept lock file over `lock` when `deps` name a trusted
     /// dependency that `lock` does not resolve. Best effort: without the
     /// copy cargo resolves, as it always did.
+    /// It runs for every cell, so a cell that names no trusted dependency
+    /// reads no file.
     pub(crate) fn seed_lock(&self, lock: &Path, deps: &[(String, String)]) {
+        let named: Vec<&str> = deps
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| self.is_trusted(name))
+            .collect();
+        if named.is_empty() {
+            return;
+        }
         let Some(kept) = self.lock.as_deref().filter(|kept| kept.is_file()) else {
             return;
         };
         let current = std::fs::read_to_string(lock).unwrap_or_default();
-        let unresolved = deps
-            .iter()
-            .any(|(name, _)| self.is_trusted(name) && !resolves(&current, name));
-        if unresolved {
+        if named.iter().any(|name| !resolves(&current, name)) {
             let _ = std::fs::copy(kept, lock);
         }
     }
 
     /// Keeps `lock` (a lock file cargo just used) when it resolves every
     /// trusted dependency and differs from the one kept. Written beside
-    /// and renamed, so concurrent kernels never read half a file.
+    /// and renamed, so concurrent kernels never read half a file. With no
+    /// trusted dependency there is nothing to keep (every lock would
+    /// "resolve them all" and overwrite the kept one).
     pub(crate) fn save_lock(&self, lock: &Path) {
-        let Some(kept) = self.lock.as_deref() else {
+        let Some(kept) = self.lock.as_deref().filter(|_| !self.deps.is_empty()) else {
             return;
         };
         let Ok(current) = std::fs::read_to_string(lock) else {
@@ -173,6 +182,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&lock).unwrap(), bare);
         // A lock that does not resolve taper is not kept...
         t.save_lock(&lock);
+        assert!(!kept.exists());
+        // ... nor any lock, when nothing is trusted ...
+        let nothing_trusted = TrustedDeps {
+            deps: Vec::new(),
+            ..trusted(Some(kept.clone()))
+        };
+        nothing_trusted.save_lock(&lock);
         assert!(!kept.exists());
         // ... one that does is.
         std::fs::write(&lock, full).unwrap();
