@@ -22,4 +22,4 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test --workspace"
 cargo test --locked --workspace
 echo "==> pytest tests/python (against target/debug/taper)"
-TAPER_BIN=target/debug/taper .venv/bin/python -m pytest -q tests/python
+TAPER_BIN=target/debug/taper .venv/bin/python -m pytest -q --timeout 1800 tests/python

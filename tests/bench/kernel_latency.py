@@ -5,7 +5,9 @@
 Measures, each over several runs (median, 90th percentile, min):
   start        launching the kernel process to its kernel_info_reply
   first cell   the first cell of a fresh kernel (evcxr builds its runtime)
-  warm cell    `x + 1` in a kernel that has run cells
+  warm cell    `x + 1` in a kernel that has run cells, with rustc alone (the
+               default) and with cargo every time (TAPER_DIRECT_RUSTC=0),
+               with and without `:dep taper` in the notebook
   :dep taper   the first training cell of a fresh kernel (`:dep taper`,
                build a model, train 20 steps) after `taper install --warm`,
                sent the moment the kernel answers (a notebook run from the
@@ -38,10 +40,10 @@ trainer.train().unwrap().global_step
 """
 
 
-def started_kernel():
+def started_kernel(env=None):
     km = KernelManager(kernel_name="taper")
     t0 = time.perf_counter()
-    km.start_kernel()
+    km.start_kernel(env=dict(os.environ, **(env or {})))
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=120)
@@ -88,10 +90,27 @@ def main():
         firsts.append(timed(kc, "let x = 1;"))
         stop(km, kc)
 
-    km, kc, _ = started_kernel()
-    timed(kc, "let x = 1;")
-    warm = [timed(kc, "x + 1") for _ in range(args.runs)]
-    stop(km, kc)
+    # The warm cell in four kernels, measured in turns so that a busy moment
+    # of the machine falls on all of them: rustc alone (the default) and
+    # cargo every time (TAPER_DIRECT_RUSTC=0, the baseline), each with and
+    # without `:dep taper` in the notebook.
+    kernels = {}
+    for name, env, setup in [
+        ("direct", {}, []),
+        ("cargo", {"TAPER_DIRECT_RUSTC": "0"}, []),
+        ("taper direct", {}, [":dep taper", "use taper::Trainer;"]),
+        ("taper cargo", {"TAPER_DIRECT_RUSTC": "0"}, [":dep taper", "use taper::Trainer;"]),
+    ]:
+        km, kc, _ = started_kernel(env)
+        for code in setup + ["let x = 1;", "x + 1", "x + 1"]:
+            timed(kc, code)
+        kernels[name] = (km, kc, [])
+    for _ in range(args.runs):
+        for _, kc, samples in kernels.values():
+            samples.append(timed(kc, "x + 1"))
+    for km, kc, _ in kernels.values():
+        stop(km, kc)
+    warm = {name: samples for name, (_, _, samples) in kernels.items()}
 
     taper, taper_idle = [], []
     for _ in range(args.taper_runs):
@@ -108,7 +127,13 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     print(row("start to kernel_info_reply", starts, "<= 1,000 (evcxr: 2,600)"))
     print(row("first cell (`let x = 1;`)", firsts, "-"))
-    print(row("warm small cell (`x + 1`)", warm, "<= 150 (evcxr: 196)"))
+    print(row("warm small cell (`x + 1`)", warm["direct"], "<= 150 (evcxr: 196)"))
+    print(row("the same, cargo every time (`TAPER_DIRECT_RUSTC=0`)", warm["cargo"], "-"))
+    print(row("warm `x + 1` after `:dep taper`", warm["taper direct"], "<= 150"))
+    print(row("the same, cargo every time", warm["taper cargo"], "-"))
+    for name in ["", "taper "]:
+        ratio = statistics.median(warm[name + "cargo"]) / statistics.median(warm[name + "direct"])
+        print(f"\nwarm cell{' after :dep taper' if name else ''}: cargo / rustc alone = {ratio:.2f}x (medians)")
     print(row("first `:dep taper` training cell, after --warm, sent at once", taper, "<= 10,000"))
     print(row(f"the same, sent after {args.idle:g} s idle", taper_idle, "<= 10,000"))
 

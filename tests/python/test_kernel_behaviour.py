@@ -1,6 +1,7 @@
 """The kernel beyond the protocol suite: signatures, panics, interrupts,
 and a notebook run end to end by nbclient."""
 
+import contextlib
 import os
 import tempfile
 import time
@@ -32,6 +33,29 @@ def run(kc, code, timeout=120):
     outputs = []
     reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
     return reply, outputs
+
+
+@contextlib.contextmanager
+def own_kernel(env=None):
+    """A kernel of the test's own (with `env`, or this process's)."""
+    km, kc = start_new_kernel(
+        kernel_name="taper",
+        startup_timeout=60,
+        cwd=tempfile.mkdtemp(prefix="taper-cwd-"),
+        env=dict(os.environ) if env is None else env,
+    )
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+
+
+def results(kc, code):
+    """Runs `code`, which must succeed; returns its text/plain results."""
+    reply, outputs = run(kc, code, timeout=300)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"]
 
 
 def test_variables_live_across_cells_and_errors_do_not_end_the_kernel(kernel):
@@ -205,6 +229,39 @@ def test_a_notebook_runs_end_to_end_and_a_panicking_cell_stops_it(tmp_path):
     with pytest.raises(CellExecutionError):
         NotebookClient(bad, timeout=300, kernel_name="taper").execute()
     assert bad.cells[1].get("outputs", []) == []
+
+
+def test_a_shell_with_incremental_builds_off_still_runs_each_new_cell():
+    """A kernel started from a shell that exports `CARGO_INCREMENTAL=0` (CI
+    scripts do) once ran the first cell's library for every later cell:
+    evcxr's build cache keeps crates built without incremental state."""
+    with own_kernel(dict(os.environ, CARGO_INCREMENTAL="0")) as kc:
+        values = []
+        for code in ["1 + 1", "2 + 3", "let y = 7;", "y * 6"]:
+            values += results(kc, code)
+        assert values == ["2", "5", "42"]
+
+
+def test_warm_cells_see_an_edited_path_dependency_and_their_own_edits(tmp_path):
+    """A warm cell is built by rustc alone while cargo would run the same
+    command (vendor/README.md); a path dependency edited between cells must
+    still be rebuilt, as cargo would, and a redefined function must change."""
+    crate = tmp_path / "edited_dep"
+    (crate / "src").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text('[package]\nname = "edited_dep"\nversion = "0.1.0"\nedition = "2021"\n')
+    source = crate / "src" / "lib.rs"
+    source.write_text("pub fn value() -> u32 { 1 }\n")
+    with own_kernel() as kc:
+        results(kc, "fn answer() -> u32 { 10 }")
+        assert results(kc, "answer()") == ["10"]
+        results(kc, "fn answer() -> u32 { 20 }")
+        assert results(kc, "answer() + 1") == ["21"]
+
+        results(kc, f':dep edited_dep = {{ path = "{crate}" }}')
+        assert results(kc, "edited_dep::value()") == ["1"]
+        source.write_text("pub fn value() -> u32 { 2 }\n")
+        assert results(kc, "edited_dep::value()") == ["2"]
+        assert results(kc, "edited_dep::value() * 10") == ["20"]
 
 
 def test_install_writes_a_kernelspec_with_message_interrupts():

@@ -195,11 +195,25 @@ impl Engine {
     /// end it and take the notebook's variables with it.
     pub fn stop_build(&self) -> bool {
         let processes = process_table();
+        let ours = |p: &&Process| p.parent == std::process::id() as i32;
         let builds: Vec<i32> = processes
             .iter()
-            .filter(|p| p.parent == std::process::id() as i32 && p.command == "cargo")
+            .filter(|p| ours(p) && p.command == "cargo")
             .map(|p| p.pid)
             .collect();
+        // A warm cell's rustc runs without cargo (vendor/README.md). It
+        // outlives a SIGINT, and has nothing to clean up: it is killed.
+        let direct: Vec<i32> = processes
+            .iter()
+            .filter(|p| ours(p) && p.command == "rustc")
+            .map(|p| p.pid)
+            .collect();
+        for pid in &direct {
+            // SAFETY: a plain signal to a process this kernel started.
+            unsafe {
+                libc::kill(*pid, libc::SIGKILL);
+            }
+        }
         // cargo does not pass a signal on to the compilers it runs (a
         // terminal's Ctrl-C reaches them as its process group), so each
         // rustc (and evcxr's wrapper around it) is stopped too, deepest
@@ -215,7 +229,7 @@ impl Engine {
                 libc::kill(*pid, libc::SIGINT);
             }
         }
-        !builds.is_empty()
+        !builds.is_empty() || !direct.is_empty()
     }
 
     /// The cell process's id, when it runs.

@@ -210,6 +210,11 @@ impl Config {
             .env("CARGO_TARGET_DIR", "target")
             // Ignore global build.build-dir, since we rely on stuff being under "target".
             .env("CARGO_BUILD_BUILD_DIR", "target")
+            // taper: the cell crate must build incrementally. A kernel started
+            // from a shell with `CARGO_INCREMENTAL=0` would otherwise build it
+            // without, and the build cache below keeps every crate built so
+            // (it takes them for registry crates).
+            .env_remove("CARGO_INCREMENTAL")
             .env("RUSTC", &self.rustc_path)
             .env("RUSTFLAGS", rustflags.join(" "))
             .envs(&self.build_envs)
@@ -753,8 +758,15 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
         self.write_cargo_toml(state)?;
-        let analysis_code = state.analysis_code(user_code.clone());
-        if let Err(errors) = self.fix_variable_types(state, analysis_code) {
+        // taper: no question to rust-analyzer for a cell that defines no
+        // variable (variable_scan.rs).
+        let types_fixed = if crate::variable_scan::may_bind_variables(&code_info.nodes) {
+            let analysis_code = state.analysis_code(user_code.clone());
+            self.fix_variable_types(state, analysis_code)
+        } else {
+            Ok(())
+        };
+        if let Err(errors) = types_fixed {
             let mut check_res = self.check(user_code.clone(), state.clone(), code_info)?;
             if !check_res.is_empty() {
                 // Do one round of trying to fix errors, otherwise code like the following can end
@@ -851,7 +863,7 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<ExecutionArtifacts, Error> {
         let code = state.code_to_compile(user_code, compilation_mode);
-        let so_file = self.module.compile(&code, &state.config)?;
+        let so_file = self.module.compile(&code, state)?;
 
         if compilation_mode == CompilationMode::NoCatchExpectError {
             // Uh-oh, caller was expecting an error, return OK and the caller can return the

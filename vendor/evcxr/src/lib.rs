@@ -28,6 +28,7 @@ mod statement_splitter;
 mod toml_parse;
 mod trusted_deps;
 mod use_trees;
+mod variable_scan;
 
 pub use crate::command_context::CommandContext;
 pub use crate::errors::CompilationError;

@@ -28,6 +28,7 @@ use std::process::Command;
 
 mod artifacts;
 pub(crate) mod cache;
+mod direct_rustc;
 
 pub(crate) const CORE_EXTERN_ENV: &str = "EVCXR_CORE_EXTERN";
 pub(crate) const CACHE_ENABLED_ENV: &str = "EVCXR_CACHE_ENABLED";
@@ -124,6 +125,9 @@ fn rename_or_copy_so_file(src: &Path, dest: &Path) -> Result<(), Error> {
 pub(crate) struct Module {
     build_num: i32,
     last_allow_static: Option<bool>,
+    /// taper patch: the cell crate's rustc command, replayed without cargo
+    /// while it stays valid (direct_rustc.rs).
+    direct: Option<direct_rustc::DirectBuild>,
 }
 
 const CRATE_NAME: &str = "ctx";
@@ -133,6 +137,7 @@ impl Module {
         Ok(Module {
             build_num: 0,
             last_allow_static: None,
+            direct: None,
         })
     }
 
@@ -190,28 +195,69 @@ impl Module {
     pub(crate) fn compile(
         &mut self,
         code_block: &CodeBlock,
-        config: &Config,
+        state: &ContextState,
     ) -> Result<SoFile, Error> {
+        let config = &state.config;
         if self.last_allow_static == Some(!config.allow_static_linking) {
             // If allow_static_linking has changed, then we need to rebuild everything.
             config.cargo_command("clean").output()?;
         }
         self.last_allow_static = Some(config.allow_static_linking);
-        let mut command = config.cargo_command("build");
         if config.time_passes && config.toolchain != "nightly" {
             bail!("time_passes option requires nightly compiler");
         }
 
         self.write_code(code_block, config)?;
 
+        // taper patch: rustc alone while cargo would run the same command
+        // (direct_rustc.rs); cargo when it might not, or when that fails.
+        let fingerprint = direct_fingerprint(config);
+        let replayed = match &self.direct {
+            Some(direct) if direct_rustc::enabled() && direct.still_valid(fingerprint) => {
+                compile_directly(&direct.recipe)?
+            }
+            _ => None,
+        };
+        let so_file = match replayed {
+            Some(so_file) => so_file,
+            None => self.compile_with_cargo(code_block, state)?,
+        };
+
         let next_build_num = self.build_num + 1;
+        let copied_so_file = so_file.with_file_name(shared_object_name_from_crate_name(&format!(
+            "code_{next_build_num}"
+        )));
+
+        rename_or_copy_so_file(&so_file, &copied_so_file)?;
+        self.build_num = next_build_num;
+
+        Ok(SoFile {
+            path: copied_so_file,
+        })
+    }
+
+    /// Builds the cell crate with cargo and records its rustc command for
+    /// the next cells when their dependencies cannot change
+    /// (direct_rustc.rs). Returns the built library.
+    fn compile_with_cargo(
+        &mut self,
+        code_block: &CodeBlock,
+        state: &ContextState,
+    ) -> Result<PathBuf, Error> {
+        let config = &state.config;
+        self.direct = None;
+        let mut command = config.cargo_command("build");
         let so_path_file = config.crate_dir().join(EXECUTION_SO_PATH_FILE);
         command.env(EXECUTION_SO_PATH_ENV, &so_path_file);
+        let recipe_file = config.crate_dir().join(RECIPE_FILE);
+        command.env(direct_rustc::RECIPE_PATH_ENV, &recipe_file);
 
-        match fs::remove_file(&so_path_file) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error.into()),
+        for stale in [&so_path_file, &recipe_file] {
+            match fs::remove_file(stale) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
         }
 
         let cargo_output = run_cargo(command, code_block)?;
@@ -231,20 +277,22 @@ impl Module {
             Err(error) => return Err(error.into()),
         };
 
-        let copied_so_file = so_file.with_file_name(shared_object_name_from_crate_name(&format!(
-            "code_{next_build_num}"
-        )));
-
-        rename_or_copy_so_file(&so_file, &copied_so_file)?;
-        self.build_num = next_build_num;
-
-        if config.cache_bytes() > 0 {
-            crate::module::cache::cleanup(config.cache_bytes())?;
+        let deps = trusted_deps::build_deps(state);
+        let fixed =
+            direct_rustc::deps_are_fixed(&deps, |name, dep| config.trusted.vouches_for(name, dep));
+        if let Some(recipe) = direct_rustc::Recipe::take(&recipe_file).filter(|_| fixed) {
+            self.direct = Some(direct_rustc::DirectBuild::new(
+                recipe,
+                direct_fingerprint(config),
+            ));
         }
 
-        Ok(SoFile {
-            path: copied_so_file,
-        })
+        // taper patch: the cache grows only when cargo compiled a
+        // dependency, and walking it takes a few ms of every cell.
+        if config.cache_bytes() > 0 && compiled_a_dependency(&cargo_output.stdout) {
+            crate::module::cache::cleanup(config.cache_bytes())?;
+        }
+        Ok(so_file)
     }
 
     fn write_code(&self, code_block: &CodeBlock, config: &Config) -> Result<(), Error> {
@@ -289,7 +337,9 @@ opt-level = {}
 debug = false
 strip = "debuginfo"
 rpath = true
-lto = false
+# taper: "off", not false: false still runs thin LTO across the 16 codegen
+# units at opt-level 2, 15-19 ms of a warm `x + 1` (notes/kernel-latency.md).
+lto = "off"
 debug-assertions = true
 codegen-units = 16
 panic = 'unwind'
@@ -350,6 +400,10 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
             cache_miss.update_cache(&artifacts)?;
         }
         report_execution_so(&command)?;
+        if execution_so_source(&command).is_some() {
+            // taper patch: what the next cells may replay (direct_rustc.rs).
+            direct_rustc::record(&command)?;
+        }
     }
 
     Ok(output.status.code().unwrap_or(-1))
@@ -366,6 +420,43 @@ fn report_execution_so(command: &Command) -> Result<()> {
     fs::write(path_file, source.to_string_lossy().as_bytes())?;
 
     Ok(())
+}
+
+/// The file the wrapper records the cell crate's rustc command in.
+const RECIPE_FILE: &str = ".evcxr-rustc-recipe.json";
+
+/// What decides whether a recorded rustc command is still cargo's.
+fn direct_fingerprint(config: &Config) -> u64 {
+    direct_rustc::fingerprint(&config.cargo_command("build"), config.crate_dir())
+}
+
+/// Runs a recorded rustc command for the cell crate. Returns the built
+/// library, or `None` when rustc failed (cargo then builds, and reports the
+/// errors as it always did). A rustc stopped by a signal (an interrupt) is
+/// an error: the build is not started again.
+fn compile_directly(recipe: &direct_rustc::Recipe) -> Result<Option<PathBuf>, Error> {
+    use std::os::unix::process::ExitStatusExt;
+    let output = recipe.command().output()?;
+    if let Some(signal) = output.status.signal() {
+        bail!(Error::Message(format!(
+            "the cell's build was stopped (rustc got signal {signal})"
+        )));
+    }
+    if !output.status.success() {
+        return Ok(None);
+    }
+    Ok(execution_so_source(&recipe.command()))
+}
+
+/// Whether cargo's JSON output says it compiled a crate other than the cell.
+fn compiled_a_dependency(cargo_stdout: &[u8]) -> bool {
+    String::from_utf8_lossy(cargo_stdout).lines().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line).is_ok_and(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] != CRATE_NAME
+                && message["fresh"] == false
+        })
+    })
 }
 
 fn compiled_so_path(cargo_stdout: &[u8]) -> Result<PathBuf, Error> {

@@ -65,6 +65,12 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     let Some(rust_command_line) = RustCommandLine::parse(command) else {
         return Ok(CacheResult::NonCache);
     };
+    // taper: the cell crate is never cached, whatever its flags. Its command
+    // line stays the same from cell to cell while its source changes, so a
+    // cached copy would be the first cell's library for every later cell.
+    if super::execution_so_source(command).is_some() {
+        return Ok(CacheResult::NonCache);
+    }
     if rust_command_line.is_incremental {
         // Cargo disables incremental compilation for crates that that it downloads, which are the
         // ones that we want to cache the compilation of. So when incremental compilation is
