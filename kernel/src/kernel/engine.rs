@@ -50,6 +50,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("taper-engine".into())
             .spawn(move || {
+                let started = std::time::Instant::now();
                 let (mut ctx, outputs) = match CommandContext::with_trusted_deps(
                     super::deps::trusted_deps(),
                     Some(super::deps::trusted_lock()),
@@ -73,9 +74,16 @@ impl Engine {
                 // now, while the user types, so the first real cell is quick.
                 // The same compile defines the Debug display trait.
                 let warm_up = format!("{}\nlet _ = ();", final_value::DEBUG_DISPLAY);
+                let context_up = started.elapsed();
                 if let Err(e) = ctx.execute(&warm_up) {
                     super::log(&format!("engine: warm-up cell failed: {e}"));
                 }
+                // What a first cell sent at once waits for (notes/kernel-latency.md).
+                super::log(&format!(
+                    "engine: evcxr started in {} ms, warm-up cell done at {} ms",
+                    context_up.as_millis(),
+                    started.elapsed().as_millis()
+                ));
                 let current_pid =
                     |ctx: &CommandContext| ctx.process_handle().lock().map(|c| c.id()).unwrap_or(0);
                 pid_slot.store(current_pid(&ctx), Ordering::SeqCst);

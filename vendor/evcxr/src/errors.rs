@@ -259,6 +259,14 @@ impl CompilationError {
         self.code_origins.iter().any(CodeKind::is_user_supplied)
     }
 
+    /// Whether this error points into the cell crate's source, user code or
+    /// generated (taper patch: module/direct_rustc.rs).
+    pub(crate) fn points_into_source(&self) -> bool {
+        self.code_origins
+            .iter()
+            .any(|kind| !matches!(kind, CodeKind::Unknown))
+    }
+
     /// Returns whether this error originated in code that we generated.
     pub fn is_from_generated_code(&self) -> bool {
         self.code_origins.contains(&CodeKind::OtherGeneratedCode)

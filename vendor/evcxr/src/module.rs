@@ -214,7 +214,7 @@ impl Module {
         let fingerprint = direct_fingerprint(config);
         let replayed = match &self.direct {
             Some(direct) if direct_rustc::enabled() && direct.still_valid(fingerprint) => {
-                compile_directly(&direct.recipe)?
+                compile_directly(&direct.recipe, code_block)?
             }
             _ => None,
         };
@@ -260,7 +260,19 @@ impl Module {
             }
         }
 
-        let cargo_output = run_cargo(command, code_block)?;
+        let cargo_result = run_cargo(command, code_block);
+        // The recipe is kept after a compile error too (the cell crate's
+        // command does not depend on its source).
+        let deps = trusted_deps::build_deps(state);
+        let fixed =
+            direct_rustc::deps_are_fixed(&deps, |name, dep| config.trusted.vouches_for(name, dep));
+        if let Some(recipe) = direct_rustc::Recipe::take(&recipe_file).filter(|_| fixed) {
+            self.direct = Some(direct_rustc::DirectBuild::new(
+                recipe,
+                direct_fingerprint(config),
+            ));
+        }
+        let cargo_output = cargo_result?;
         config
             .trusted
             .save_lock(&config.crate_dir().join("Cargo.lock"));
@@ -276,16 +288,6 @@ impl Module {
             }
             Err(error) => return Err(error.into()),
         };
-
-        let deps = trusted_deps::build_deps(state);
-        let fixed =
-            direct_rustc::deps_are_fixed(&deps, |name, dep| config.trusted.vouches_for(name, dep));
-        if let Some(recipe) = direct_rustc::Recipe::take(&recipe_file).filter(|_| fixed) {
-            self.direct = Some(direct_rustc::DirectBuild::new(
-                recipe,
-                direct_fingerprint(config),
-            ));
-        }
 
         // taper patch: the cache grows only when cargo compiled a
         // dependency, and walking it takes a few ms of every cell.
@@ -400,10 +402,12 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
             cache_miss.update_cache(&artifacts)?;
         }
         report_execution_so(&command)?;
-        if execution_so_source(&command).is_some() {
-            // taper patch: what the next cells may replay (direct_rustc.rs).
-            direct_rustc::record(&command)?;
-        }
+    }
+    if execution_so_source(&command).is_some() && output.status.code().is_some() {
+        // taper patch: what the next cells may replay (direct_rustc.rs);
+        // also after a compile error, since evcxr's retry of the cell (or
+        // the user's next cell) needs the same command.
+        direct_rustc::record(&command)?;
     }
 
     Ok(output.status.code().unwrap_or(-1))
@@ -431,10 +435,14 @@ fn direct_fingerprint(config: &Config) -> u64 {
 }
 
 /// Runs a recorded rustc command for the cell crate. Returns the built
-/// library, or `None` when rustc failed (cargo then builds, and reports the
-/// errors as it always did). A rustc stopped by a signal (an interrupt) is
-/// an error: the build is not started again.
-fn compile_directly(recipe: &direct_rustc::Recipe) -> Result<Option<PathBuf>, Error> {
+/// library; or the compile errors, when they are the cell's own; or `None`
+/// when rustc failed otherwise (cargo then builds, and reports what it finds
+/// as it always did). A rustc stopped by a signal (an interrupt) is an
+/// error: the build is not started again.
+fn compile_directly(
+    recipe: &direct_rustc::Recipe,
+    code_block: &CodeBlock,
+) -> Result<Option<PathBuf>, Error> {
     use std::os::unix::process::ExitStatusExt;
     let output = recipe.command().output()?;
     if let Some(signal) = output.status.signal() {
@@ -442,10 +450,14 @@ fn compile_directly(recipe: &direct_rustc::Recipe) -> Result<Option<PathBuf>, Er
             "the cell's build was stopped (rustc got signal {signal})"
         )));
     }
-    if !output.status.success() {
-        return Ok(None);
+    if output.status.success() {
+        return Ok(execution_so_source(&recipe.command()));
     }
-    Ok(execution_so_source(&recipe.command()))
+    let (errors, _) = errors_from_cargo_output(&output, code_block);
+    if direct_rustc::errors_are_the_cells(&errors) {
+        bail!(Error::CompilationErrors(errors));
+    }
+    Ok(None)
 }
 
 /// Whether cargo's JSON output says it compiled a crate other than the cell.

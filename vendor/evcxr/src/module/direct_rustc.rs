@@ -17,10 +17,12 @@
 //!   [`deps_are_fixed`]);
 //! - every file the command links (`--extern`) is still there, unchanged.
 //!
-//! Anything else, or a replay that fails, goes back to cargo, which records
-//! again. The recipe lives in the kernel's memory: a later kernel in the same
+//! Anything else goes back to cargo, which records again; so does a replay
+//! that fails for any reason but compile errors in the cell's own source
+//! ([`errors_are_the_cells`]). The recipe lives in the kernel's memory: a later kernel in the same
 //! folder starts with cargo. `TAPER_DIRECT_RUSTC=0` turns replays off.
 
+use crate::errors::CompilationError;
 use anyhow::Result;
 use serde::Deserialize;
 use serde::Serialize;
@@ -151,6 +153,23 @@ impl DirectBuild {
     }
 }
 
+/// Error codes of a crate that could not be loaded: what a replay whose
+/// dependencies changed under it reports.
+const CRATE_LOADING: &[&str] = &[
+    "E0460", "E0461", "E0462", "E0463", "E0464", "E0514", "E0519", "E0523",
+];
+
+/// Whether a failed replay's `errors` are the cell's own (what cargo would
+/// report too): there are some, each points into the cell crate's source,
+/// and none is about loading a dependency. Otherwise cargo builds again.
+pub(crate) fn errors_are_the_cells(errors: &[CompilationError]) -> bool {
+    let failures: Vec<&CompilationError> = errors.iter().filter(|e| e.level() == "error").collect();
+    !failures.is_empty()
+        && failures.iter().all(|e| {
+            e.points_into_source() && !e.code().is_some_and(|code| CRATE_LOADING.contains(&code))
+        })
+}
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -263,6 +282,33 @@ mod tests {
 
         std::fs::remove_file(&lib).unwrap();
         assert!(!build.still_valid(print));
+    }
+
+    #[test]
+    fn only_errors_in_the_cells_source_are_reported_without_cargo() {
+        let block = crate::code_block::CodeBlock::new().generated("fn f() -> u32 { \"x\" }");
+        let error = |level: &str, code: &str, spans: serde_json::Value| {
+            let json = serde_json::json!({
+                "$message_type": "diagnostic", "message": "m", "level": level,
+                "code": { "code": code, "explanation": null }, "spans": spans, "children": [],
+            });
+            CompilationError::opt_new(json, &block).unwrap()
+        };
+        let in_cell = serde_json::json!([{
+            "file_name": "src/lib.rs", "line_start": 1, "line_end": 1,
+            "column_start": 17, "column_end": 20, "byte_start": 16, "byte_end": 19,
+            "is_primary": true, "text": [], "label": null, "expansion": null,
+        }]);
+        let mismatch = error("error", "E0308", in_cell.clone());
+        assert!(errors_are_the_cells(&[mismatch.clone()]));
+        let missing_crate = error("error", "E0463", in_cell.clone());
+        assert!(!errors_are_the_cells(&[mismatch.clone(), missing_crate]));
+        let link_failure = error("error", "", serde_json::json!([]));
+        assert!(!errors_are_the_cells(&[link_failure]));
+        assert!(!errors_are_the_cells(&[error(
+            "warning", "unused", in_cell
+        )]));
+        assert!(!errors_are_the_cells(&[]));
     }
 
     #[test]
