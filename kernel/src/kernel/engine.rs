@@ -203,19 +203,17 @@ impl Engine {
     /// end it and take the notebook's variables with it.
     pub fn stop_build(&self) -> bool {
         let processes = process_table();
-        let ours = |p: &&Process| p.parent == std::process::id() as i32;
-        let builds: Vec<i32> = processes
-            .iter()
-            .filter(|p| ours(p) && p.command == "cargo")
-            .map(|p| p.pid)
-            .collect();
+        let children_named = |command: &str| -> Vec<i32> {
+            processes
+                .iter()
+                .filter(|p| p.parent == std::process::id() as i32 && p.command == command)
+                .map(|p| p.pid)
+                .collect()
+        };
+        let builds = children_named("cargo");
         // A warm cell's rustc runs without cargo (vendor/README.md). It
         // outlives a SIGINT, and has nothing to clean up: it is killed.
-        let direct: Vec<i32> = processes
-            .iter()
-            .filter(|p| ours(p) && p.command == "rustc")
-            .map(|p| p.pid)
-            .collect();
+        let direct = children_named("rustc");
         for pid in &direct {
             // SAFETY: a plain signal to a process this kernel started.
             unsafe {

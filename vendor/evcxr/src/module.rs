@@ -211,9 +211,10 @@ impl Module {
 
         // taper patch: rustc alone while cargo would run the same command
         // (direct_rustc.rs); cargo when it might not, or when that fails.
-        let fingerprint = direct_fingerprint(config);
         let replayed = match &self.direct {
-            Some(direct) if direct_rustc::enabled() && direct.still_valid(fingerprint) => {
+            Some(direct)
+                if direct_rustc::enabled() && direct.still_valid(direct_fingerprint(config)) =>
+            {
                 compile_directly(&direct.recipe, code_block)?
             }
             _ => None,
