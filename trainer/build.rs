@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 10] = [
+const KERNELS: [&str; 11] = [
     "heads",
     "cast",
     "bias_add",
@@ -22,6 +22,7 @@ const KERNELS: [&str; 10] = [
     "layer_norm",
     "embedding",
     "clip",
+    "split_tf32",
 ];
 
 fn main() {

@@ -28,7 +28,8 @@
 //! `phases-f32`, `phases-bf16`: forward, backward and AdamW timed apart), and
 //! `--recipes` to also train the small GPT's reverse task in f32, bf16 and
 //! fp16 on the selected device (a correctness check: eval accuracy), and
-//! `--ops` to time the model's operations one by one on the reference shapes.
+//! `--ops` to time the model's operations one by one on the reference shapes
+//! (`--products` for only the f32 matrix products' table).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -348,7 +349,9 @@ fn run_bare(setup: &Setup, model: Gpt, out: &mut Measured) {
 /// before it kept the losses on the device, to measure what that costs;
 /// `+clip` (Trainer modes) clips gradients to a norm of 1 (HF's default; the
 /// other modes do not clip, as `torch_gpt.py`); `+tf32` lets f32 matrix
-/// products use TF32 tensor cores (HF's `tf32`).
+/// products use TF32 tensor cores (HF's `tf32`); `+ieee` keeps cuBLAS's
+/// FP32 products for the linear layers instead of taper's 3xTF32
+/// (`TAPER_COMPOSED_OPS=matmul`), the baseline of that change.
 fn child(setup: &Setup, label: &str) {
     let mut parts = label.split('+');
     let mode = parts.next().unwrap_or_default();
@@ -363,6 +366,10 @@ fn child(setup: &Setup, label: &str) {
     }
     if flags.contains(&"tf32") {
         taper::device::set_tf32(&setup.device, Some(true)).unwrap();
+    }
+    if flags.contains(&"ieee") {
+        // Read once, at the first fused op: nothing has run yet.
+        std::env::set_var("TAPER_COMPOSED_OPS", "matmul");
     }
     let context_bytes = gpu_used();
     let mut model = Gpt::new(&setup.config, 0, &setup.device).unwrap();
@@ -472,17 +479,23 @@ fn main() {
     let setup = setup(&args);
     if let Some(mode) = option(&args, "--child") {
         if mode == "ops" {
+            ops::run_products(&setup);
             ops::run_ops(&setup);
+        } else if mode == "products" {
+            ops::run_products(&setup);
         } else {
             child(&setup, &mode);
         }
         return;
     }
-    if args.iter().any(|a| a == "--ops") {
+    let table = ["ops", "products"]
+        .into_iter()
+        .find(|t| args.iter().any(|a| *a == format!("--{t}")));
+    if let Some(table) = table {
         // In a child too: memory the ops leave cached in this process's
         // pool would count in the modes' device-wide peak memory.
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--child", "ops"])
+            .args(["--child", table])
             .output()
             .expect("running the ops child");
         print!("{}", String::from_utf8_lossy(&output.stdout));

@@ -192,3 +192,56 @@ pub fn run_ops(setup: &Setup) {
         }
     }
 }
+
+/// The f32 matrix products of the reference GPT's linear layers (forward,
+/// and the two products of each backward), by cuBLAS's FP32 path, by
+/// taper's 3xTF32 split and by one TF32 product (HF's `tf32`): where the
+/// split pays ([`taper::ops::split_pays`]) and by how much. Below the
+/// threshold taper's product is the FP32 one, so the last rows probe it
+/// from above.
+pub fn run_products(setup: &Setup) {
+    use candle_core::Tensor;
+    let dev = &setup.device;
+    let (n, d, v) = (
+        setup.batch_size * setup.config.max_seq_len,
+        setup.config.d_model,
+        setup.config.vocab_size,
+    );
+    let shapes = [
+        ("qkv forward", n, d, 3 * d),
+        ("qkv input gradient", n, 3 * d, d),
+        ("qkv weight gradient", d, n, 3 * d),
+        ("proj weight gradient", d, n, d),
+        ("fc forward", n, d, 4 * d),
+        ("fc_proj forward", n, 4 * d, d),
+        ("fc weight gradient", d, n, 4 * d),
+        ("lm_head forward", n, d, v),
+        ("lm_head input gradient", n, v, d),
+        ("lm_head weight gradient", d, n, v),
+        ("at the threshold", 512, n, 512),
+        ("just above it", 640, n, 640),
+    ];
+    println!(
+        "| f32 product (m x k x n) | FP32 ms | 3xTF32 ms | TF32 ms | FP32 / 3xTF32 | split pays |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, m, k, cols) in shapes {
+        let a = Tensor::randn(0f32, 1.0, (m, k), dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (k, cols), dev).unwrap();
+        let reps = 20;
+        let fp32 = time_ms(dev, reps, || a.matmul(&b).map(|_| ()));
+        let split = time_ms(dev, reps, || {
+            taper::ops::matmul(&a, &b)
+                .map(|_| ())
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        });
+        taper::device::set_tf32(dev, Some(true)).unwrap();
+        let tf32 = time_ms(dev, reps, || a.matmul(&b).map(|_| ()));
+        taper::device::set_tf32(dev, Some(false)).unwrap();
+        println!(
+            "| {name} ({m} x {k} x {cols}) | {fp32:.3} | {split:.3} | {tf32:.3} | {:.2} | {} |",
+            fp32 / split,
+            taper::ops::split_pays(m, cols)
+        );
+    }
+}

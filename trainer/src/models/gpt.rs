@@ -86,17 +86,19 @@ impl LayerNorm {
 
 /// `x @ w^T + b` in `dtype`: the f32 weights are cast (a no-op in f32), and
 /// the cast's backward pass brings the gradients back to them in f32. On a
-/// GPU the bias is added by taper's op, whose backward is one matrix
-/// product instead of candle's broadcast sum.
+/// GPU the product is taper's ([`crate::ops::linear`]: 3xTF32 in f32) and
+/// the bias is added by taper's op, whose backward is one matrix product
+/// instead of candle's broadcast sum.
 fn linear(layer: &Linear, x: &Tensor, dtype: DType) -> Result<Tensor> {
     let weight = cast(layer.weight(), dtype)?;
     let bias = layer.bias().map(|b| cast(b, dtype)).transpose()?;
-    let x = cast(x, dtype)?;
+    let product = crate::ops::linear(&cast(x, dtype)?, &weight)?;
     match bias {
-        Some(bias) if crate::ops::use_fused("bias_add", x.device(), dtype) => {
-            crate::ops::bias_add(&Linear::new(weight, None).forward(&x)?, &bias)
+        Some(bias) if crate::ops::use_fused("bias_add", product.device(), dtype) => {
+            crate::ops::bias_add(&product, &bias)
         }
-        bias => Ok(Linear::new(weight, bias).forward(&x)?),
+        Some(bias) => Ok(product.broadcast_add(&bias)?),
+        None => Ok(product),
     }
 }
 

@@ -23,7 +23,9 @@
 //! tensors a layer. [`bias_add`] is the linear layers' bias (one kernel
 //! forward, one matrix product for the bias's gradient), [`cast`] mixed
 //! precision's f32 <-> bf16/f16 casts (candle's bf16 -> f32 kernel ran at a
-//! fifth of the memory bandwidth).
+//! fifth of the memory bandwidth). [`linear`] and [`matmul`] run f32
+//! matrix products as three TF32 tensor-core products on split inputs, with
+//! f32's accuracy, where cuBLAS's FP32 products held an f32 step.
 //!
 //! The CUDA kernels are taper's own (`kernels/*.cu`, compiled to PTX by
 //! `build.rs` with the `cuda` feature). The CPU paths compute the same
@@ -41,6 +43,7 @@ mod embedding;
 mod gelu;
 mod heads;
 mod layer_norm;
+mod matmul;
 mod softmax;
 
 pub use attention::causal_attention;
@@ -50,6 +53,7 @@ pub use cross_entropy::cross_entropy_rows;
 pub use embedding::embedding;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
+pub use matmul::{linear, matmul, split_pays};
 pub use softmax::attention_softmax;
 
 /// The fused ops that have not yet run on a GPU: off unless
@@ -59,8 +63,8 @@ pub use softmax::attention_softmax;
 pub const UNVERIFIED_ON_GPU: [&str; 0] = [];
 
 /// Whether the op `name` (`attention`, `bias_add`, `cast`, `softmax`,
-/// `cross_entropy`, `gelu`, `layer_norm`, `embedding`, or `adamw` for the
-/// optimizer's update) runs fused for a tensor of `dtype` on `device`: on a
+/// `cross_entropy`, `gelu`, `layer_norm`, `embedding`, `matmul` for f32
+/// matrix products, or `adamw` for the optimizer's update) runs fused for a tensor of `dtype` on `device`: on a
 /// GPU, for f32, bf16 and f16, unless the environment variable
 /// `TAPER_COMPOSED_OPS` names it (a comma list, or `all`), which brings
 /// candle's composed ops back, to measure the difference or to rule a

@@ -1,5 +1,5 @@
 //! Helpers shared by the fused ops' tests (`ops.rs`, `attention_ops.rs`,
-//! `fused_adamw.rs`).
+//! `fused_adamw.rs`, `matmul_ops.rs`).
 
 use candle_core::{DType, Device, Tensor};
 
