@@ -75,11 +75,11 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Whether a product with an `(m, k)` by `(k, n)` shape does enough
 /// arithmetic per element it reads for the 3xTF32 split to pay:
 /// `2mnk / (mk + kn) = 2mn / (m + n)` flops an element of at least 1024.
-/// Measured on an H200 (notes/gpu-performance.md, calls 18-19): the split
-/// product took 0.74x the FP32 product's speed at 512, 0.98x at 640 and
-/// 1.02x at 768, and 1.3-1.9x from 1152 (the reference GPT's weight
-/// gradients) to 3600 (its forward products); its attention's score
-/// products have about 110.
+/// Measured on an H200 (notes/gpu-performance.md, calls 19-20): without
+/// the chunked sum the split product ran at 0.74x the FP32 product's speed
+/// at 512, 0.98x at 640 and 1.02x at 768; with it, 1.1-1.8x from 1152 (the
+/// reference GPT's weight gradients) to 3600 (its forward products). Its
+/// attention's score products have about 110.
 pub fn split_pays(m: usize, n: usize) -> bool {
     m + n > 0 && 2 * m * n >= 1024 * (m + n)
 }
