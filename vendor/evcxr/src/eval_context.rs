@@ -681,9 +681,8 @@ impl EvalContext {
     /// Has rust-analyzer load the current dependency graph and prime it in
     /// the background, unless it is primed or priming (taper patch). Until
     /// it is done, cells take their variables' types from rustc
-    /// (type_probe.rs); for the moment the user is not waiting, such as
-    /// when the kernel is idle.
-    /// Returns whether it started a priming.
+    /// (type_probe.rs). For a moment the user is not waiting, such as when
+    /// the kernel is idle. Returns whether it started a priming.
     pub fn prepare_analysis(&mut self) -> Result<bool, Error> {
         self.write_cargo_toml(&self.committed_state)?;
         if !self.analyzer.needs_priming() {
@@ -774,10 +773,9 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
         self.write_cargo_toml(state)?;
-        // taper: no question to rust-analyzer for a cell that defines no
-        // variable (variable_scan.rs).
-        // taper: rustc names the types while rust-analyzer is not ready
-        // (type_probe.rs).
+        // taper: no question about types for a cell that defines no
+        // variable (variable_scan.rs), and rustc answers it while
+        // rust-analyzer is not ready (type_probe.rs).
         let types_fixed = if !crate::variable_scan::may_bind_variables(&code_info.nodes) {
             Ok(())
         } else {

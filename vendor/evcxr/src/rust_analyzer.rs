@@ -193,11 +193,15 @@ impl RustAnalyzer {
         let started = std::thread::Builder::new()
             .name("evcxr-prime-caches".into())
             .spawn(move || {
-                if analysis
-                    .parallel_prime_caches(&crates, threads, |_| {})
-                    .is_ok()
-                {
-                    *primed.lock().unwrap() = manifest;
+                let run = std::panic::AssertUnwindSafe(|| {
+                    analysis.parallel_prime_caches(&crates, threads, |_| {})
+                });
+                match std::panic::catch_unwind(run) {
+                    // Cancelled by a change: `set_source` starts it again.
+                    Ok(Err(_cancelled)) => {}
+                    // Done, or failed in rust-analyzer: not tried again,
+                    // and questions are answered lazily, as before priming.
+                    Ok(Ok(())) | Err(_) => *primed.lock().unwrap() = manifest,
                 }
             });
         self.priming = started.ok();
