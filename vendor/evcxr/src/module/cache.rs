@@ -39,8 +39,20 @@ pub(crate) struct CacheMiss {
 const TARGET_DIR_PLACEHOLDER: &str = "<evcxr_target_dir>";
 
 // Salted into the cache key, so that entries written before the placeholder
-// (holding some other target folder's paths) are never hit again.
-const CACHE_FORMAT: &str = "dep-info-relocatable-1";
+// (holding some other target folder's paths), or keyed without the contents
+// of the crates they link (below), are never hit again.
+const CACHE_FORMAT: &str = "extern-contents-2";
+
+// taper's patch (vendor/README.md): a crate's build depends on the exact
+// builds of the crates it links (`--extern`), not only on their paths.
+// rustc records the hash (SVH) of every dependency a crate was built
+// against, and a dependency built differently is not found at all ("can't
+// find crate", E0463). Builds of the same crate differ from one target
+// folder to the next (a crate that includes a generated file hashes that
+// file's path, under the target folder), so a cached crate built against
+// one kernel's serde, hit in a folder whose serde was built there, did not
+// load. The key therefore takes the contents of every linked file.
+const EXTERN_CONTENTS: &str = "extern-contents:";
 
 fn is_dep_info(artifact: &Artifact) -> bool {
     artifact.emit == "dep-info"
@@ -61,13 +73,13 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
     }
     let cache_dir = cache_directory()?;
     let cache_env = CacheEnv::from_env()?;
-    let key = cache_key(command, &cache_env)?;
     let Some(rust_command_line) = RustCommandLine::parse(command) else {
         return Ok(CacheResult::NonCache);
     };
     // taper: the cell crate is never cached, whatever its flags. Its command
     // line stays the same from cell to cell while its source changes, so a
     // cached copy would be the first cell's library for every later cell.
+    // Checked before the key, which reads every linked file.
     if super::execution_so_source(command).is_some() {
         return Ok(CacheResult::NonCache);
     }
@@ -77,6 +89,10 @@ pub(crate) fn access_cache(command: &Command) -> Result<CacheResult> {
         // enabled, that means its a local crate, so we disable caching.
         return Ok(CacheResult::NonCache);
     }
+    let Some(key) = cache_key(command, &cache_env)? else {
+        // A linked file that cannot be read: rustc reports it, uncached.
+        return Ok(CacheResult::NonCache);
+    };
     let output_directory = rust_command_line.output_directory;
     let cache_subdirectory = cache_dir.join(key.to_string());
     if let Ok(stderr) = std::fs::read_to_string(cache_subdirectory.join("stderr")) {
@@ -190,47 +206,86 @@ fn cache_key_inputs(command: &Command, env: &CacheEnv) -> Result<String> {
     Ok(out)
 }
 
+/// Feeds `callback` what the key is made of: the format tag, each argument
+/// with the target folder replaced by a placeholder, and after each
+/// `--extern name=path` the digest of the file's contents. Returns `false`
+/// when a linked file could not be read.
 fn cache_key_inputs_do(
     command: &Command,
     env: &CacheEnv,
     mut callback: impl FnMut(&str),
-) -> Result<()> {
+) -> Result<bool> {
     (callback)(CACHE_FORMAT);
+    let mut after_extern = false;
     for arg in command.get_args() {
-        let mut arg = Cow::Borrowed(
-            arg.to_str()
-                .ok_or_else(|| anyhow!("Non-UTF8 argument to rustc. Caching not supported."))?,
-        );
+        let raw = arg
+            .to_str()
+            .ok_or_else(|| anyhow!("Non-UTF8 argument to rustc. Caching not supported."))?;
+        let mut arg = Cow::Borrowed(raw);
         if arg.contains(&env.target_dir) {
             arg = Cow::Owned(arg.replace(&env.target_dir, "<target_dir>"));
         }
         (callback)(&arg);
+        if after_extern && let Some((_, path)) = raw.split_once('=') {
+            let Some(digest) = contents_digest(std::path::Path::new(path)) else {
+                return Ok(false);
+            };
+            (callback)(&format!("{EXTERN_CONTENTS}{digest:016x}"));
+        }
+        after_extern = raw == "--extern";
     }
-    Ok(())
+    Ok(true)
 }
 
-fn cache_key(command: &Command, env: &CacheEnv) -> Result<u64> {
+/// A digest of a file's bytes (the same hasher as the key: stable for a
+/// given toolchain, which the key's standard library path pins anyway).
+fn contents_digest(path: &std::path::Path) -> Option<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    cache_key_inputs_do(command, env, |input| {
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Some(hasher.finish()),
+            Ok(read) => hasher.write(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The cache key of `command`, or `None` when a linked file could not be
+/// read.
+fn cache_key(command: &Command, env: &CacheEnv) -> Result<Option<u64>> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let complete = cache_key_inputs_do(command, env, |input| {
         std::hash::Hash::hash(input, &mut hasher)
     })?;
-    Ok(hasher.finish())
+    Ok(complete.then(|| hasher.finish()))
 }
 
 impl CacheMiss {
+    /// Stores the build's artifacts. taper's patch: they are written into a
+    /// staging folder and renamed into place, so that two kernels building
+    /// the same crate at once (in different target folders, so differently)
+    /// never leave an entry mixing files of both builds; the first one
+    /// stored stays.
     pub(super) fn update_cache(&self, artifacts: &[Artifact]) -> Result<()> {
-        std::fs::create_dir_all(&self.cache_subdirectory).with_context(|| {
-            format!(
-                "Failed to create cache directory `{}`",
-                self.cache_subdirectory.display()
-            )
-        })?;
+        let parent = self
+            .cache_subdirectory
+            .parent()
+            .ok_or_else(|| anyhow!("the cache entry has no parent folder"))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("Failed to create cache directory `{}`", parent.display()))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(parent)?;
         for artifact in artifacts {
             let Some(filename) = artifact.path.file_name() else {
                 continue;
             };
             let output_path = self.output_directory.join(filename);
-            let cache_path = self.cache_subdirectory.join(filename);
+            let cache_path = staging.path().join(filename);
             if is_dep_info(artifact) {
                 let text = std::fs::read_to_string(&output_path)?;
                 std::fs::write(
@@ -248,13 +303,27 @@ impl CacheMiss {
             })?;
         }
 
-        std::fs::write(self.cache_subdirectory.join("meta"), &self.meta)?;
-        std::fs::write(self.cache_subdirectory.join("hits"), "0")?;
+        std::fs::write(staging.path().join("meta"), &self.meta)?;
+        std::fs::write(staging.path().join("hits"), "0")?;
         let mut stderr = String::new();
         for a in artifacts {
             writeln!(&mut stderr, "{a}").unwrap();
         }
-        std::fs::write(self.cache_subdirectory.join("stderr"), stderr)?;
+        std::fs::write(staging.path().join("stderr"), stderr)?;
+        match std::fs::rename(staging.path(), &self.cache_subdirectory) {
+            // Renamed away: nothing left for the guard to remove.
+            Ok(()) => std::mem::forget(staging),
+            // Another build stored this entry first; the staging folder goes.
+            Err(_) if self.cache_subdirectory.join("stderr").is_file() => {}
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "Failed to store cache entry `{}`",
+                        self.cache_subdirectory.display()
+                    )
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -329,6 +398,10 @@ fn read_cache_entries() -> Result<Vec<CacheEntry>> {
     }
     for entry in directory.read_dir()? {
         let entry = entry?;
+        // An entry being written (taper's patch: `update_cache`).
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let Ok(metadata) = std::fs::metadata(entry.path().join("hits")) else {
             continue;
         };
@@ -453,37 +526,97 @@ mod tests {
         new_command
     }
 
-    #[test]
-    fn test_hash() {
+    /// `SAMPLE_ARGS` built in the target folder `target_dir`, whose linked
+    /// files are written there, each holding `contents` and its name.
+    fn sample_build(target_dir: &Path, contents: &str) -> (Command, super::CacheEnv) {
+        let sample_dir = "/tmp/.tmpAGPAC4";
+        let dir = target_dir.to_str().unwrap();
+        let command = replace(
+            &sample_command(),
+            &[(sample_dir, dir), ("/home/david/.rustup", dir)],
+        );
+        let mut args = command.get_args().peekable();
+        while let Some(arg) = args.next() {
+            if arg == "--extern" {
+                let (_, path) = args
+                    .next()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .split_once('=')
+                    .unwrap();
+                std::fs::create_dir_all(Path::new(path).parent().unwrap()).unwrap();
+                std::fs::write(path, format!("{contents} {path}")).unwrap();
+            }
+        }
+        let env = super::CacheEnv {
+            target_dir: dir.to_owned(),
+        };
+        (command, env)
+    }
+
+    fn sample_command() -> Command {
         let mut command = Command::new(
             "/home/david/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc",
         );
         command.args(SAMPLE_ARGS);
-        let mut cache_env = crate::module::cache::CacheEnv {
-            target_dir: "/tmp/.tmpAGPAC4".to_owned(),
-        };
-        let base = cache_key(&command, &cache_env).unwrap();
-        // Changing a crate name should affect the hash.
-        assert_ne!(
-            cache_key(&replace(&command, &[("memchr=", "mem_chr=")]), &cache_env).unwrap(),
-            base
-        );
-        // Changing the temporary directory should not affect the hash.
-        "/tmp/.tmp12345".clone_into(&mut cache_env.target_dir);
-        command = replace(&command, &[("tmpAGPAC4", "tmp12345")]);
-        assert_eq!(cache_key(&command, &cache_env).unwrap(), base);
+        command
+    }
 
-        // Check the actual value of the hash. We want this to remain stable between separate runs
-        // and even separate builds.
-        assert_eq!(base, 12456302748188275193);
+    #[test]
+    fn test_hash() {
+        let first = tempfile::tempdir().unwrap();
+        let (command, cache_env) = sample_build(first.path(), "v1");
+        let base = cache_key(&command, &cache_env).unwrap().unwrap();
+        assert_eq!(cache_key(&command, &cache_env).unwrap(), Some(base));
+        // Changing a crate name should affect the hash.
+        let renamed = replace(&command, &[("memchr=", "mem_chr=")]);
+        assert_ne!(cache_key(&renamed, &cache_env).unwrap(), Some(base));
+        // Changing the target folder should not affect the hash, when the
+        // linked files are the same.
+        let second = tempfile::tempdir().unwrap();
+        let moved = |contents| {
+            let dir = second.path().to_str().unwrap();
+            let (command, env) = sample_build(second.path(), contents);
+            // The files name their own path: write the first folder's.
+            let mut args = command.get_args().peekable();
+            while let Some(arg) = args.next() {
+                if arg == "--extern" {
+                    let path = args
+                        .next()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .split_once('=')
+                        .unwrap()
+                        .1;
+                    let original = path.replace(dir, first.path().to_str().unwrap());
+                    std::fs::write(path, format!("{contents} {original}")).unwrap();
+                }
+            }
+            (command, env)
+        };
+        let (command, cache_env) = moved("v1");
+        assert_eq!(cache_key(&command, &cache_env).unwrap(), Some(base));
+        // A linked crate built differently (what rustc refuses to load
+        // into a crate built against the other build) changes the hash.
+        let (command, cache_env) = moved("v2");
+        assert_ne!(cache_key(&command, &cache_env).unwrap(), Some(base));
+        // A linked file that is missing: no key, so no caching.
+        let (command, cache_env) = moved("v1");
+        let memchr = command
+            .get_args()
+            .filter_map(|a| a.to_str().unwrap().strip_prefix("memchr="))
+            .next()
+            .unwrap()
+            .to_owned();
+        std::fs::remove_file(memchr).unwrap();
+        assert_eq!(cache_key(&command, &cache_env).unwrap(), None);
     }
 
     #[test]
     fn test_rustc_command_line() {
-        let mut command = Command::new(
-            "/home/david/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/rustc",
-        );
-        command.args(SAMPLE_ARGS);
+        let command = sample_command();
         let rustc_command_line = super::RustCommandLine::parse(&command).unwrap();
         assert_eq!(
             rustc_command_line.output_directory,
