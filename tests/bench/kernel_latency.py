@@ -4,7 +4,9 @@
 
 Measures, each over several runs (median, 90th percentile, min):
   start        launching the kernel process to its kernel_info_reply
-  first cell   the first cell of a fresh kernel (evcxr builds its runtime)
+  first cell   the first cell of a fresh kernel (evcxr builds its runtime);
+               this and the `:dep taper` rows also with rust-analyzer asked
+               for every variable's type (TAPER_TYPE_PROBE=0), in turns
   warm cell    `x + 1` in a kernel that has run cells, with rustc alone (the
                default) and with cargo every time (TAPER_DIRECT_RUSTC=0),
                with and without `:dep taper` in the notebook
@@ -75,6 +77,7 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--taper-runs", type=int, default=5)
     parser.add_argument("--idle", type=float, default=15.0)
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds the warm kernels idle before they are timed")
     args = parser.parse_args()
     if "JUPYTER_PATH" not in os.environ:
         prefix = Path(tempfile.mkdtemp(prefix="taper-bench-"))
@@ -83,11 +86,17 @@ def main():
         subprocess.run([taper, "install", "--prefix", str(prefix), "--warm"], check=True)
         os.environ["JUPYTER_PATH"] = str(prefix / "share/jupyter")
 
-    starts, firsts = [], []
+    # The first cell and the first training cell, in turns with the baseline
+    # that asks rust-analyzer for every variable's type (TAPER_TYPE_PROBE=0).
+    rust_analyzer = {"TAPER_TYPE_PROBE": "0"}
+    starts, firsts, firsts_ra = [], [], []
     for _ in range(args.runs):
         km, kc, start = started_kernel()
         starts.append(start)
         firsts.append(timed(kc, "let x = 1;"))
+        stop(km, kc)
+        km, kc, _ = started_kernel(rust_analyzer)
+        firsts_ra.append(timed(kc, "let x = 1;"))
         stop(km, kc)
 
     # The warm cell in four kernels, measured in turns so that a busy moment
@@ -105,6 +114,11 @@ def main():
         for code in setup + ["let x = 1;", "x + 1", "x + 1"]:
             timed(kc, code)
         kernels[name] = (km, kc, [])
+    # A kernel idle for 300 ms has rust-analyzer resolve its dependency
+    # graph in the background (on two cores, 3 s for the standard library,
+    # 4 s more for taper's): let that finish, as it does while a person
+    # types, so that it does not fall on the measured cells.
+    time.sleep(args.settle)
     for _ in range(args.runs):
         for _, kc, samples in kernels.values():
             samples.append(timed(kc, "x + 1"))
@@ -112,11 +126,12 @@ def main():
         stop(km, kc)
     warm = {name: samples for name, (_, _, samples) in kernels.items()}
 
-    taper, taper_idle = [], []
+    taper, taper_ra, taper_idle = [], [], []
     for _ in range(args.taper_runs):
-        km, kc, _ = started_kernel()
-        taper.append(timed(kc, TRAINING_CELL))
-        stop(km, kc)
+        for samples, env in [(taper, {}), (taper_ra, rust_analyzer)]:
+            km, kc, _ = started_kernel(env)
+            samples.append(timed(kc, TRAINING_CELL))
+            stop(km, kc)
         km, kc, _ = started_kernel()
         time.sleep(args.idle)
         taper_idle.append(timed(kc, TRAINING_CELL))
@@ -127,6 +142,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     print(row("start to kernel_info_reply", starts, "<= 1,000 (evcxr: 2,600)"))
     print(row("first cell (`let x = 1;`)", firsts, "-"))
+    print(row("the same, rust-analyzer types it (`TAPER_TYPE_PROBE=0`)", firsts_ra, "-"))
     print(row("warm small cell (`x + 1`)", warm["direct"], "<= 150 (evcxr: 196)"))
     print(row("the same, cargo every time (`TAPER_DIRECT_RUSTC=0`)", warm["cargo"], "-"))
     print(row("warm `x + 1` after `:dep taper`", warm["taper direct"], "<= 150"))
@@ -135,6 +151,10 @@ def main():
         ratio = statistics.median(warm[name + "cargo"]) / statistics.median(warm[name + "direct"])
         print(f"\nwarm cell{' after :dep taper' if name else ''}: cargo / rustc alone = {ratio:.2f}x (medians)")
     print(row("first `:dep taper` training cell, after --warm, sent at once", taper, "<= 10,000"))
+    print(row("the same, rust-analyzer types it (`TAPER_TYPE_PROBE=0`)", taper_ra, "-"))
+    for name, probed, asked in [("first cell", firsts, firsts_ra), ("training cell", taper, taper_ra)]:
+        ratio = statistics.median(asked) / statistics.median(probed)
+        print(f"\n{name}: rust-analyzer / rustc probe = {ratio:.2f}x (medians)")
     print(row(f"the same, sent after {args.idle:g} s idle", taper_idle, "<= 10,000"))
 
 

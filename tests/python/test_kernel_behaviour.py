@@ -242,6 +242,42 @@ def test_a_shell_with_incremental_builds_off_still_runs_each_new_cell():
         assert values == ["2", "5", "42"]
 
 
+@pytest.mark.parametrize("namer", ["rustc", "rust-analyzer"])
+def test_variables_keep_their_types_whoever_names_them(namer, tmp_path):
+    """A cell's new variables are stored under the type evcxr names for
+    them. Until rust-analyzer has resolved the notebook's dependency graph,
+    rustc names them (a probe compile, vendor/README.md); with
+    `TAPER_TYPE_PROBE=0` rust-analyzer always does. Either way the next cells
+    use them, and what cannot be stored or compiled is said so."""
+    log = tmp_path / "kernel.log"
+    env = dict(os.environ, TAPER_KERNEL_LOG=str(log), TAPER_TYPE_PROBE="1" if namer == "rustc" else "0")
+    with own_kernel(env) as kc:
+        # Sent at once: rust-analyzer has not started.
+        assert results(kc, "let n = 40; let xs = vec![1.5, 2.5]; let (tag, name) = (7u8, \"seven\");") == []
+        assert results(kc, "#[derive(Debug)] struct Point { x: i64 }\nlet p = Point { x: 3 };") == []
+        assert results(kc, "let points = vec![Point { x: 1 }]; let d = std::time::Duration::from_millis(5);") == []
+        assert results(kc, "let mut counts = std::collections::HashMap::<String, Vec<usize>>::new();") == []
+        assert results(kc, "counts.insert(\"a\".into(), vec![1]);") == []
+        assert results(
+            kc, 'format!("{} {} {} {} {} {} {} {}", n + 2, xs.iter().sum::<f64>(), tag, name, counts["a"][0], p.x, points.len(), d.as_millis())'
+        ) == ['"42 4 7 seven 1 3 1 5"']
+        reply, _ = run(kc, "let add = |a: i32| a + 1;")
+        assert reply["content"]["status"] == "error"
+        if namer == "rustc":
+            # rust-analyzer's path, evcxr's, ends in a borrow checker
+            # message after the cells above ("borrowed data escapes").
+            assert "is a closure, which cannot be persisted" in reply["content"]["evalue"]
+        reply, _ = run(kc, "let missing = no_such_function();")
+        assert reply["content"]["status"] == "error"
+        assert "cannot find function `no_such_function`" in reply["content"]["evalue"]
+        assert results(kc, "n + 2") == ["42"]
+    probed = [line for line in log.read_text().splitlines() if "Type probe" in line]
+    if namer == "rustc":
+        assert probed, "no cell was typed by a probe compile"
+    else:
+        assert probed == []
+
+
 def test_warm_cells_see_an_edited_path_dependency_and_their_own_edits(tmp_path):
     """A warm cell is built by rustc alone while cargo would run the same
     command (vendor/README.md); a path dependency edited between cells must

@@ -2,6 +2,7 @@
 against the real kernel started by a real jupyter_client."""
 
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -47,6 +48,16 @@ class TaperKernelTests(jupyter_kernel_test.KernelTests):
         # on `:dep`: give both time once.
         reply = cls.kc.execute_interactive(":dep taper-widgets\nlet warm_up = 1;", timeout=900)
         assert reply["content"]["status"] == "ok", reply["content"]
+        # The cell's variable types come from rustc while rust-analyzer
+        # resolves the dependency graph in the background: once the kernel
+        # is idle, taper's graph too, before any `:dep taper`. The first
+        # completion waits for that (a few seconds in a release build, about
+        # a minute in the debug build CI tests), once.
+        time.sleep(1)
+        cls.kc.complete("warm_u", 6)
+        reply = cls.kc.get_shell_msg(timeout=900)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert "warm_up" in reply["content"]["matches"], reply["content"]
 
 
 class TaperIopubWelcomeTests(jupyter_kernel_test.IopubWelcomeTests):

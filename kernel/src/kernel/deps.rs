@@ -135,8 +135,8 @@ fn dep_spec(root: &Path, folder: &str) -> String {
 /// `(name, specification)` of what `:dep taper` and `:dep taper-widgets`
 /// become in this process, for evcxr's trusted dependencies: a `:dep
 /// taper` then skips evcxr's validating `cargo metadata` over taper's
-/// graph (1-2 s), and rust-analyzer can load taper's graph once the kernel
-/// is idle after its warm-up, rather than in the first cell that uses it
+/// graph (1-2 s), and rust-analyzer can load taper's graph whenever the
+/// kernel is idle, rather than in the first cell that uses it
 /// (notes/kernel-latency.md). The cargo configuration is written now, so
 /// that the analysis sees the patched candle-core the builds will use.
 pub fn trusted_deps() -> Vec<(String, String)> {

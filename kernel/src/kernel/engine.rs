@@ -88,18 +88,7 @@ impl Engine {
                     |ctx: &CommandContext| ctx.process_handle().lock().map(|c| c.id()).unwrap_or(0);
                 pid_slot.store(current_pid(&ctx), Ordering::SeqCst);
                 let _ = ready_tx.send(Ok(outputs));
-                // A request already waiting (a notebook run from the top)
-                // is served first: the analysis warm-up is for the time a
-                // person spends typing the first cell.
-                let first = match incoming.recv_timeout(IDLE_BEFORE_ANALYSIS) {
-                    Ok(request) => Some(request),
-                    Err(RecvTimeoutError::Timeout) => {
-                        warm_up_analysis(&mut ctx);
-                        None
-                    }
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-                for request in first.into_iter().chain(incoming) {
+                while let Some(request) = next_request(&incoming, &mut ctx) {
                     match request {
                         Request::Execute(code, reply) => {
                             *variables_slot.lock().unwrap() = ctx
@@ -309,28 +298,42 @@ fn build_cache_mib() -> Option<u64> {
     (mib > 0).then_some(mib)
 }
 
-/// How long the engine, once started, waits for a first request before it
-/// warms rust-analyzer up ([`warm_up_analysis`]).
+/// How long the engine waits for a request before it counts as idle and
+/// prepares rust-analyzer ([`prepare_analysis`]).
 const IDLE_BEFORE_ANALYSIS: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Has rust-analyzer load taper's dependency graph now, while the user
-/// types, instead of in the first cell that says `:dep taper`: evcxr asks
-/// it for the type of every variable a cell defines, and its first answer
-/// after `:dep taper` loaded and resolved taper's graph (3-4 s of that cell
-/// on two cores, notes/kernel-latency.md). A completion request does that
-/// without defining anything in the notebook; a kernel without taper's
-/// sources loads only the standard library, which the engine's start did.
-fn warm_up_analysis(ctx: &mut CommandContext) {
+/// The next request, `None` once the kernel has gone. A request already
+/// waiting (a notebook run from the top) is served first; when none comes
+/// for [`IDLE_BEFORE_ANALYSIS`], rust-analyzer is prepared while the user
+/// types.
+fn next_request(incoming: &Receiver<Request>, ctx: &mut CommandContext) -> Option<Request> {
+    match incoming.recv_timeout(IDLE_BEFORE_ANALYSIS) {
+        Ok(request) => Some(request),
+        Err(RecvTimeoutError::Timeout) => {
+            prepare_analysis(ctx);
+            incoming.recv().ok()
+        }
+        Err(RecvTimeoutError::Disconnected) => None,
+    }
+}
+
+/// Has rust-analyzer load the notebook's dependency graph, and taper's
+/// before any `:dep taper` names it, and resolve it in the background.
+/// evcxr asks it for the type of every variable a cell defines; until it
+/// has resolved the graph (the standard library at the start, 3 s on two
+/// cores; taper's, 3-4 s more), cells ask rustc instead, which costs a
+/// compile of the cell (notes/kernel-latency.md). Nothing happens when the
+/// current graph is resolved, or being resolved.
+fn prepare_analysis(ctx: &mut CommandContext) {
     ctx.analyse_trusted_deps();
-    let code = "let taper_warm_up = vec![1u8]; taper_warm_up.";
     let started = std::time::Instant::now();
-    match ctx.completions(code, code.len()) {
-        Ok(found) => super::log(&format!(
-            "engine: rust-analyzer warmed up in {} ms ({} completions)",
-            started.elapsed().as_millis(),
-            found.completions.len()
+    match ctx.prepare_analysis() {
+        Ok(false) => {}
+        Ok(true) => super::log(&format!(
+            "engine: rust-analyzer prepared in {} ms, resolving in the background",
+            started.elapsed().as_millis()
         )),
-        Err(e) => super::log(&format!("engine: rust-analyzer warm-up failed: {e}")),
+        Err(e) => super::log(&format!("engine: rust-analyzer preparation failed: {e}")),
     }
 }
 

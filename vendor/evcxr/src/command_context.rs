@@ -232,6 +232,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.analyse_trusted_deps()
     }
 
+    /// See [`EvalContext::prepare_analysis`] (taper patch).
+    pub fn prepare_analysis(&mut self) -> Result<bool, Error> {
+        self.eval_context.prepare_analysis()
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }

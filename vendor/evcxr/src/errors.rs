@@ -29,6 +29,11 @@ pub struct CompilationError {
     message: String,
     pub json: Value,
     pub(crate) code_origins: Vec<CodeKind>,
+    /// The error as rustc reported it, and where its own spans point, before
+    /// evcxr moved to a child message that points into the user's code
+    /// (taper patch: type_probe.rs reads the probes' errors).
+    pub(crate) reported_json: Value,
+    pub(crate) reported_origins: Vec<CodeKind>,
     spanned_messages: Vec<SpannedMessage>,
     spanned_helps: Vec<SpannedMessage>,
     level: String,
@@ -178,6 +183,8 @@ impl CompilationError {
             json = json["message"].clone();
         }
         let mut code_origins = get_code_origins(&json, code_block);
+        let reported_json = json.clone();
+        let reported_origins: Vec<CodeKind> = code_origins.iter().map(|&k| k.clone()).collect();
         let mut user_error_json = None;
         if let Value::Array(children) = &json["children"] {
             for child in children {
@@ -223,6 +230,8 @@ impl CompilationError {
             level: json["level"].as_str().unwrap_or("").to_owned(),
             json,
             code_origins: code_origins.into_iter().cloned().collect(),
+            reported_json,
+            reported_origins,
         })
     }
 
@@ -250,6 +259,8 @@ impl CompilationError {
             message,
             json: Value::Null,
             code_origins: vec![segment.kind.clone()],
+            reported_json: Value::Null,
+            reported_origins: vec![segment.kind.clone()],
             level: "error".to_owned(),
         }
     }

@@ -27,6 +27,7 @@ mod rust_analyzer;
 mod statement_splitter;
 mod toml_parse;
 mod trusted_deps;
+mod type_probe;
 mod use_trees;
 mod variable_scan;
 

@@ -128,6 +128,9 @@ pub(crate) struct Module {
     /// taper patch: the cell crate's rustc command, replayed without cargo
     /// while it stays valid (direct_rustc.rs).
     direct: Option<direct_rustc::DirectBuild>,
+    /// taper patch: the cell crate's dependencies (`[dependencies]` as
+    /// written) when cargo last built it, `None` before the first build.
+    built_deps: Option<String>,
 }
 
 const CRATE_NAME: &str = "ctx";
@@ -138,7 +141,17 @@ impl Module {
             build_num: 0,
             last_allow_static: None,
             direct: None,
+            built_deps: None,
         })
+    }
+
+    /// Whether the cell's next build goes through cargo to build
+    /// dependencies it has not built (the first cell, or a new `:dep`), as
+    /// opposed to a build of the cell alone (taper patch: a type probe
+    /// compile then does that work, and the cell's own build replays its
+    /// rustc command, type_probe.rs).
+    pub(crate) fn builds_new_deps(&self, state: &ContextState) -> bool {
+        self.built_deps.as_deref() != Some(&state.format_cargo_deps())
     }
 
     // Writes Cargo.toml. Should be called before compile.
@@ -237,6 +250,41 @@ impl Module {
         })
     }
 
+    /// Compiles `code_block`, which holds type probes (type_probe.rs), for
+    /// its errors: rustc alone where a recorded command is valid, else cargo
+    /// (which also builds new dependencies, and records the command for the
+    /// cell's own build). Returns the compile's errors, none if it built.
+    pub(crate) fn probe_types(
+        &mut self,
+        code_block: &CodeBlock,
+        state: &ContextState,
+    ) -> Result<Vec<CompilationError>, Error> {
+        let config = &state.config;
+        self.write_code(code_block, config)?;
+        let replayed = match &self.direct {
+            Some(direct)
+                if direct_rustc::enabled() && direct.still_valid(direct_fingerprint(config)) =>
+            {
+                let mut command = direct.recipe.command();
+                command
+                    .args(crate::type_probe::RUSTC_ARGS)
+                    .env("RUSTC_BOOTSTRAP", "1");
+                compile_directly_with(command, code_block)
+            }
+            _ => Ok(None),
+        };
+        let result = match replayed {
+            Ok(Some(_)) => return Ok(Vec::new()),
+            Ok(None) => self.compile_with_cargo_probing(code_block, state, true),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(_) => Ok(Vec::new()),
+            Err(Error::CompilationErrors(errors)) => Ok(errors),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Builds the cell crate with cargo and records its rustc command for
     /// the next cells when their dependencies cannot change
     /// (direct_rustc.rs). Returns the built library.
@@ -245,9 +293,22 @@ impl Module {
         code_block: &CodeBlock,
         state: &ContextState,
     ) -> Result<PathBuf, Error> {
+        self.compile_with_cargo_probing(code_block, state, false)
+    }
+
+    /// [`Self::compile_with_cargo`], for a probe compile when `probe`.
+    fn compile_with_cargo_probing(
+        &mut self,
+        code_block: &CodeBlock,
+        state: &ContextState,
+        probe: bool,
+    ) -> Result<PathBuf, Error> {
         let config = &state.config;
         self.direct = None;
         let mut command = config.cargo_command("build");
+        if probe {
+            command.env(crate::type_probe::ENV, "1");
+        }
         let so_path_file = config.crate_dir().join(EXECUTION_SO_PATH_FILE);
         command.env(EXECUTION_SO_PATH_ENV, &so_path_file);
         let recipe_file = config.crate_dir().join(RECIPE_FILE);
@@ -262,6 +323,7 @@ impl Module {
         }
 
         let cargo_result = run_cargo(command, code_block);
+        self.built_deps = Some(state.format_cargo_deps());
         // The recipe is kept after a compile error too (the cell crate's
         // command does not depend on its source).
         let deps = trusted_deps::build_deps(state);
@@ -384,6 +446,16 @@ pub(crate) fn wrap_rustc() {
 
 pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     let mut command = rustc_command()?;
+    let is_cell = execution_so_source(&command).is_some();
+    // taper patch: a probe compile (type_probe.rs) records the cell's
+    // command as cargo gave it, then adds the probe's flags.
+    let probe = is_cell && std::env::var_os(crate::type_probe::ENV).is_some();
+    if probe {
+        direct_rustc::record(&command)?;
+        command
+            .args(crate::type_probe::RUSTC_ARGS)
+            .env("RUSTC_BOOTSTRAP", "1");
+    }
 
     let cache_result = cache::access_cache(&command)?;
     if matches!(cache_result, CacheResult::Hit) {
@@ -404,7 +476,7 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
         }
         report_execution_so(&command)?;
     }
-    if execution_so_source(&command).is_some() && output.status.code().is_some() {
+    if is_cell && !probe && output.status.code().is_some() {
         // taper patch: what the next cells may replay (direct_rustc.rs);
         // also after a compile error, since evcxr's retry of the cell (or
         // the user's next cell) needs the same command.
@@ -444,15 +516,23 @@ fn compile_directly(
     recipe: &direct_rustc::Recipe,
     code_block: &CodeBlock,
 ) -> Result<Option<PathBuf>, Error> {
+    compile_directly_with(recipe.command(), code_block)
+}
+
+/// [`compile_directly`] for a recorded command, changed or not.
+fn compile_directly_with(
+    mut command: Command,
+    code_block: &CodeBlock,
+) -> Result<Option<PathBuf>, Error> {
     use std::os::unix::process::ExitStatusExt;
-    let output = recipe.command().output()?;
+    let output = command.output()?;
     if let Some(signal) = output.status.signal() {
         bail!(Error::Message(format!(
             "the cell's build was stopped (rustc got signal {signal})"
         )));
     }
     if output.status.success() {
-        return Ok(execution_so_source(&recipe.command()));
+        return Ok(execution_so_source(&command));
     }
     let (errors, _) = errors_from_cargo_output(&output, code_block);
     if direct_rustc::errors_are_the_cells(&errors) {

@@ -55,6 +55,12 @@ pub(crate) struct RustAnalyzer {
     source_file: AbsPathBuf,
     source_file_id: FileId,
     current_source: String,
+    /// The manifest whose dependency graph priming finished for (taper
+    /// patch): until it is the loaded one, cells ask rustc for their
+    /// variables' types (type_probe.rs).
+    primed_manifest: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// The thread priming the loaded graph, if one was started.
+    priming: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +111,8 @@ impl RustAnalyzer {
             source_file,
             source_file_id,
             current_source: String::new(),
+            primed_manifest: Default::default(),
+            priming: None,
         })
     }
 
@@ -133,28 +141,82 @@ impl RustAnalyzer {
             self.last_cargo_toml = cargo_toml;
         }
 
+        // A change cancels a priming in progress and waits for its snapshot
+        // to go, so the thread is ending, if it has not ended.
         self.analysis_host.apply_change(change);
-        if reloaded {
-            self.prime_caches();
+        if let Some(stopped) = self.priming.take() {
+            let _ = stopped.join();
+        }
+        if *self.primed_manifest.lock().unwrap() != self.last_cargo_toml {
+            self.start_priming();
         }
         Ok(())
     }
 
-    /// Resolves every crate of a newly loaded dependency graph, and their
-    /// trait impls, on all cores (taper patch, vendor/README.md). Typing a
-    /// cell's variables asks for the same work one query at a time, on one
-    /// thread: after `:dep taper` that took 7.6-11.2 s of the first cell,
-    /// priming first 3.3-3.5 s on two cores. (Priming only the definition
-    /// maps saved nothing: the trait impls are most of the work.)
-    fn prime_caches(&self) {
+    /// Whether the dependency graph of the manifest as it is on disk now is
+    /// primed (taper patch).
+    pub(crate) fn is_primed(&self) -> bool {
+        let on_disk = std::fs::read(self.cargo_toml_filename()).ok();
+        on_disk.is_some() && *self.primed_manifest.lock().unwrap() == on_disk
+    }
+
+    /// Whether the manifest on disk is neither primed nor being primed
+    /// (taper patch): `set_source` would start that.
+    pub(crate) fn needs_priming(&self) -> bool {
+        let on_disk = std::fs::read(self.cargo_toml_filename()).ok();
+        *self.primed_manifest.lock().unwrap() != on_disk
+            && !(self.is_priming() && self.last_cargo_toml == on_disk)
+    }
+
+    /// Waits for a priming in progress to end (taper patch). Completion and
+    /// hover answer from the primed database, as they did when priming ran
+    /// in `set_source` itself; asked beside a running priming, they computed
+    /// the same answers lazily on one thread, competing with it for the
+    /// cores, and a first hover in a debug build outlived jupyter_kernel_test's
+    /// timeout.
+    pub(crate) fn finish_priming(&mut self) {
+        if let Some(thread) = self.priming.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Whether a priming thread is running (taper patch).
+    pub(crate) fn is_priming(&self) -> bool {
+        self.priming
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+    }
+
+    /// Resolves every crate of the loaded dependency graph, and their trait
+    /// impls, on all cores, in the background (taper patch,
+    /// vendor/README.md). Typing a cell's variables asks for the same work
+    /// one query at a time, on one thread: after `:dep taper` that took
+    /// 7.6-11.2 s of the first cell, priming first 3.3-3.5 s on two cores.
+    /// (Priming only the definition maps saved nothing: the trait impls are
+    /// most of the work.) Until it is done, cells ask rustc for their
+    /// variables' types instead (type_probe.rs); the next change to the
+    /// database cancels it, and `set_source` starts it again.
+    fn start_priming(&mut self) {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let crates = ra_ap_base_db::all_crates(self.analysis_host.raw_database());
-        // Cancelled only by a change to the database, and none comes while
-        // this thread waits here.
-        let _ = self
-            .analysis_host
-            .analysis()
-            .parallel_prime_caches(&crates, threads, |_| {});
+        let analysis = self.analysis_host.analysis();
+        let manifest = self.last_cargo_toml.clone();
+        let primed = self.primed_manifest.clone();
+        let started = std::thread::Builder::new()
+            .name("evcxr-prime-caches".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    analysis.parallel_prime_caches(&crates, threads, |_| {})
+                });
+                match std::panic::catch_unwind(run) {
+                    // Cancelled by a change: `set_source` starts it again.
+                    Ok(Err(_cancelled)) => {}
+                    // Done, or failed in rust-analyzer: not tried again,
+                    // and questions are answered lazily, as before priming.
+                    Ok(Ok(())) | Err(_) => *primed.lock().unwrap() = manifest,
+                }
+            });
+        self.priming = started.ok();
     }
 
     /// Returns top-level variable names and their types in the specified function.
@@ -426,6 +488,15 @@ impl RustAnalyzer {
         {
             Ok(range_info) => Ok(range_info),
             _ => bail!("hover fail"),
+        }
+    }
+}
+
+impl Drop for RustAnalyzer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.priming.take() {
+            self.analysis_host.trigger_cancellation();
+            let _ = thread.join();
         }
     }
 }
