@@ -266,9 +266,7 @@ impl Module {
                 if direct_rustc::enabled() && direct.still_valid(direct_fingerprint(config)) =>
             {
                 let mut command = direct.recipe.command();
-                command
-                    .args(crate::type_probe::RUSTC_ARGS)
-                    .env("RUSTC_BOOTSTRAP", "1");
+                crate::type_probe::add_rustc_flags(&mut command);
                 compile_directly_with(command, code_block)
             }
             _ => Ok(None),
@@ -452,9 +450,7 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     let probe = is_cell && std::env::var_os(crate::type_probe::ENV).is_some();
     if probe {
         direct_rustc::record(&command)?;
-        command
-            .args(crate::type_probe::RUSTC_ARGS)
-            .env("RUSTC_BOOTSTRAP", "1");
+        crate::type_probe::add_rustc_flags(&mut command);
     }
 
     let cache_result = cache::access_cache(&command)?;

@@ -31,15 +31,22 @@ use ra_ap_syntax::ast::HasName;
 use std::collections::HashMap;
 
 /// Set by evcxr on the cargo command of a probe compile: the rustc wrapper
-/// adds [`RUSTC_ARGS`] to the cell crate's command.
+/// then adds [`add_rustc_flags`]' flags to the cell crate's command.
 pub(crate) const ENV: &str = "EVCXR_TYPE_PROBE";
 
 /// What a probe compile adds to the cell crate's rustc command: full paths
 /// in type names, and no long type written to a file instead of the message.
-pub(crate) const RUSTC_ARGS: &[&str] = &[
+const RUSTC_ARGS: &[&str] = &[
     "-Ztrim-diagnostic-paths=false",
     "-Zwrite-long-types-to-disk=no",
 ];
+
+/// Makes the cell crate's rustc `command` a probe compile: [`RUSTC_ARGS`],
+/// which are unstable flags, so with `RUSTC_BOOTSTRAP=1` (this command
+/// only, never the cell's build).
+pub(crate) fn add_rustc_flags(command: &mut std::process::Command) {
+    command.args(RUSTC_ARGS).env("RUSTC_BOOTSTRAP", "1");
+}
 
 /// Whether probes are used: yes unless `TAPER_TYPE_PROBE=0` (which keeps
 /// evcxr's rust-analyzer questions, for comparison).
