@@ -76,7 +76,7 @@ fn help() -> String {
     );
     for (name, description, datasets) in MODELS {
         out.push_str(&format!(
-            "  {name:<6} {description}\n         data sets: {}\n",
+            "  {name:<13} {description}\n                data sets: {}\n",
             datasets.join(", ")
         ));
     }

@@ -21,7 +21,9 @@ pub type Metrics = IndexMap<String, f64>;
 /// What `compute_metrics` sees: the concatenated logits and labels of an evaluation, on the CPU.
 #[derive(Debug, Clone)]
 pub struct EvalPrediction {
-    /// Logits, `(samples, classes)` or `(samples, seq, vocab)`.
+    /// Logits, `(samples, classes)` or `(samples, seq, vocab)`; or what a
+    /// [`PreprocessLogits`] function made of each batch's logits (e.g. the
+    /// predicted ids of [`argmax_logits`]).
     pub predictions: Tensor,
     /// Labels, `(samples,)` or `(samples, seq)`, when the data had them.
     pub label_ids: Option<Tensor>,
@@ -30,27 +32,48 @@ pub struct EvalPrediction {
 /// A `compute_metrics` function: metrics (without prefix) from predictions.
 pub type ComputeMetrics = dyn Fn(&EvalPrediction) -> Result<Metrics> + Send + Sync;
 
+/// A `preprocess_logits_for_metrics` function (HF's name): called with each
+/// evaluation batch's logits and labels, on the device, before they are
+/// kept. Why: evaluation keeps every batch's output until
+/// `compute_metrics`, and a language model's logits are
+/// `samples x seq x vocab` (500 samples of the reference GPT: 8 GB in f32),
+/// where the metric needs only the predicted ids.
+pub type PreprocessLogits = dyn Fn(&Tensor, Option<&Tensor>) -> Result<Tensor> + Send + Sync;
+
+/// The arg-max over the last dimension: predicted class or token ids
+/// (`u32`), for `with_preprocess_logits_for_metrics`; [`accuracy`] takes
+/// them as they are.
+pub fn argmax_logits(logits: &Tensor, _labels: Option<&Tensor>) -> Result<Tensor> {
+    Ok(logits.argmax(D::Minus1)?)
+}
+
 /// Accuracy of the arg-max prediction over labelled positions (labels of
-/// `-100` are skipped): `{"accuracy": ...}`.
+/// `-100` are skipped): `{"accuracy": ...}`. Predictions with the labels'
+/// shape are taken as ids already (from [`argmax_logits`]).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use taper::metrics::{accuracy, EvalPrediction};
+/// use taper::metrics::{accuracy, argmax_logits, EvalPrediction};
 /// let logits = Tensor::new(&[[2f32, 1.0], [0.0, 3.0], [5.0, 1.0]], &Device::Cpu).unwrap();
 /// let labels = Tensor::new(&[0i64, 1, 1], &Device::Cpu).unwrap();
-/// let m = accuracy(&EvalPrediction { predictions: logits, label_ids: Some(labels) }).unwrap();
+/// let ids = argmax_logits(&logits, Some(&labels)).unwrap();
+/// let m = accuracy(&EvalPrediction { predictions: logits, label_ids: Some(labels.clone()) }).unwrap();
+/// assert!((m["accuracy"] - 2.0 / 3.0).abs() < 1e-12);
+/// // The same from the predicted ids.
+/// let m = accuracy(&EvalPrediction { predictions: ids, label_ids: Some(labels) }).unwrap();
 /// assert!((m["accuracy"] - 2.0 / 3.0).abs() < 1e-12);
 /// ```
 pub fn accuracy(prediction: &EvalPrediction) -> Result<Metrics> {
     let labels = prediction.label_ids.as_ref().ok_or_else(|| {
         Error::Usage("accuracy needs labels; the evaluation data set has none".into())
     })?;
-    let predicted: Vec<i64> = prediction
-        .predictions
-        .argmax(D::Minus1)?
-        .to_dtype(DType::I64)?
-        .flatten_all()?
-        .to_vec1()?;
+    let predictions = &prediction.predictions;
+    let ids = if predictions.dims() == labels.dims() {
+        predictions.clone()
+    } else {
+        predictions.argmax(D::Minus1)?
+    };
+    let predicted: Vec<i64> = ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
     let labels: Vec<i64> = labels.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
     let (mut correct, mut counted) = (0usize, 0usize);
     for (p, l) in predicted.iter().zip(&labels) {

@@ -11,7 +11,7 @@ use crate::args::TrainingArguments;
 use crate::data::VecDataset;
 use crate::datasets::{load_tabular, SequenceTask, SequenceTaskConfig, TABULAR_DATASETS};
 use crate::error::{Error, Result};
-use crate::metrics::{accuracy, format_metrics_block, save_metrics, Metrics};
+use crate::metrics::{accuracy, argmax_logits, format_metrics_block, save_metrics, Metrics};
 use crate::models::{Gpt, GptConfig, Mlp, MlpConfig};
 use crate::trainer::Trainer;
 
@@ -27,7 +27,29 @@ pub const MODELS: &[(&str, &str, &[&str])] = &[
         "a small decoder-only transformer (2 layers, d 64, 4 heads)",
         &["reverse", "copy", "modular_addition"],
     ),
+    (
+        REFERENCE_GPT,
+        "the GPU benchmarks' GPT (6 layers, d 768, 12 heads, vocab 8192, 512 tokens; 55M \
+         parameters): for GPUs",
+        &["copy", "reverse"],
+    ),
 ];
+
+/// The model name of the GPU benchmarks' GPT ([`GptConfig::reference`]) as
+/// a recipe: the multi-GPU runs (`tests/gpu/multi_gpu.sh`) train it through
+/// `taper train`, so that they measure the command a user runs. Its data is
+/// a copy or reverse task of 256 symbols, so that a sample fills the
+/// reference's 512 positions and every sample has as many labelled tokens
+/// (the mean loss over N ranks is then the mean over their whole batch, as
+/// on one GPU). The symbols are drawn from [`REFERENCE_SYMBOLS`], not from
+/// the whole vocabulary of 8192: the loss then falls from ln 8192 (9.0) to
+/// ln 512 (6.2) in the first hundred steps, a curve whose shape a
+/// comparison of runs can check; over 8191 symbols it stays near 9.0 for
+/// hundreds of steps until the model learns to copy.
+pub const REFERENCE_GPT: &str = "gpt-reference";
+
+/// How many symbols the reference GPT's copy or reverse task draws from.
+pub const REFERENCE_SYMBOLS: u32 = 512;
 
 /// The model of the default recipe.
 pub const DEFAULT_MODEL: &str = "mlp";
@@ -82,6 +104,18 @@ impl Recipe {
                 "warmup_ratio": 0.05,
                 "logging_steps": 100,
                 "eval_strategy": "epoch",
+            }),
+            REFERENCE_GPT => json!({
+                "output_dir": output_dir,
+                "learning_rate": 3e-4,
+                "weight_decay": 0.01,
+                "max_steps": 200,
+                "per_device_train_batch_size": 16,
+                "per_device_eval_batch_size": 16,
+                "warmup_steps": 20,
+                "lr_scheduler_type": "cosine",
+                "logging_steps": 10,
+                "eval_strategy": "no",
             }),
             _ => json!({
                 "output_dir": output_dir,
@@ -145,12 +179,16 @@ impl Recipe {
             }
             _ => {
                 let task = self.sequence_task(seed, 0)?;
-                let config = GptConfig {
-                    vocab_size: task.vocab_size(),
-                    max_seq_len: task.seq_len(),
-                    n_layer: 2,
-                    n_head: 4,
-                    d_model: 64,
+                let config = if self.model == REFERENCE_GPT {
+                    GptConfig::reference()
+                } else {
+                    GptConfig {
+                        vocab_size: task.vocab_size(),
+                        max_seq_len: task.seq_len(),
+                        n_layer: 2,
+                        n_head: 4,
+                        d_model: 64,
+                    }
                 };
                 run_trainer(
                     Trainer::new(args, Gpt::new(&config, seed, &device)?)?,
@@ -182,14 +220,21 @@ impl Recipe {
     fn sequence_task(&self, seed: u64, num_samples: usize) -> Result<SequenceTaskConfig> {
         let task = SequenceTask::from_name(&self.dataset)
             .ok_or_else(|| Error::Config(format!("`{}` is not a sequence task", self.dataset)))?;
+        // The reference GPT's task fills its positions.
+        let reference = self.model == REFERENCE_GPT;
+        let reference_shape = GptConfig::reference();
         Ok(SequenceTaskConfig {
             task,
-            num_symbols: if task == SequenceTask::ModularAddition {
-                13
-            } else {
-                10
+            num_symbols: match task {
+                _ if reference => REFERENCE_SYMBOLS,
+                SequenceTask::ModularAddition => 13,
+                _ => 10,
             },
-            length: 6,
+            length: if reference {
+                reference_shape.max_seq_len / 2
+            } else {
+                6
+            },
             num_samples,
             seed,
         })
@@ -219,7 +264,9 @@ fn run_trainer<M: crate::model::AnyModel>(
     let mut trainer = trainer
         .with_train_dataset(train)
         .with_eval_dataset(eval)
-        .with_compute_metrics(accuracy);
+        .with_compute_metrics(accuracy)
+        // Keep the predicted ids, not the logits (8 GB for the reference GPT).
+        .with_preprocess_logits_for_metrics(argmax_logits);
     let output = trainer.train()?;
     let eval_metrics = trainer.evaluate()?;
     if trainer.is_world_process_zero() {
@@ -230,4 +277,36 @@ fn run_trainer<M: crate::model::AnyModel>(
         save_metrics(&dir, "eval", &eval_metrics)?;
     }
     Ok((output.metrics, eval_metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Field;
+
+    #[test]
+    fn the_reference_recipe_fills_the_reference_gpt() {
+        let recipe = Recipe::new(Some(REFERENCE_GPT), None).unwrap();
+        assert_eq!(recipe.dataset, "copy");
+        let shape = GptConfig::reference();
+        let task = recipe.sequence_task(7, 3).unwrap();
+        assert!(task.vocab_size() <= shape.vocab_size);
+        assert_eq!(task.seq_len(), shape.max_seq_len);
+        for sample in task.generate().unwrap().samples() {
+            let Field::U32(tokens) = &sample.input else {
+                panic!("token ids expected, got {:?}", sample.input)
+            };
+            assert_eq!(tokens.len(), shape.max_seq_len);
+            assert!(tokens.iter().all(|&t| t <= REFERENCE_SYMBOLS));
+            let Some(Field::I64(labels)) = &sample.label else {
+                panic!("token labels expected")
+            };
+            // Every sample labels the same number of tokens, the answer's.
+            let labelled = labels.iter().filter(|&&l| l >= 0).count();
+            assert_eq!(labelled, shape.max_seq_len / 2);
+        }
+        let args = recipe.arguments(None, &[]).unwrap();
+        assert_eq!(args.per_device_train_batch_size, 16);
+        assert_eq!(args.output_dir, "taper_output/gpt-reference-copy");
+    }
 }

@@ -3,7 +3,8 @@
 //! as `taper launch --nproc-per-node 1` sets it) a Trainer on the GPU
 //! trains through NCCL (weights broadcast, gradients all-reduced, losses
 //! averaged, predictions gathered) and ends where a plain single process
-//! ends. Each run is a child process of this test binary, since the
+//! ends, within the GPU's run-to-run noise (a second single run measures
+//! it). Each run is a child process of this test binary, since the
 //! environment and the process group belong to a process. The collectives
 //! are also checked one by one in the NCCL child.
 //!
@@ -73,25 +74,41 @@ fn nccl_world_of_one_trains_as_a_single_process() {
     }
     let dir = tempfile::tempdir().unwrap();
     let single = run_child(&dir.path().join("single"), false);
+    let again = run_child(&dir.path().join("again"), false);
     let nccl = run_child(&dir.path().join("nccl"), true);
-    println!("single process: {single}\nNCCL world of one: {nccl}");
+    println!("single process: {single}\nthe same again: {again}\nNCCL world of one: {nccl}");
     let parse = |line: &str| -> (String, Vec<f64>) {
         let mut words = line.split_whitespace();
         let backend = words.next().unwrap().to_string();
         (backend, words.map(|w| w.parse().unwrap()).collect())
     };
     let (single_backend, single) = parse(&single);
+    let (_, again) = parse(&again);
     let (nccl_backend, nccl) = parse(&nccl);
     assert_eq!(single_backend, "single");
     assert_eq!(nccl_backend, "nccl");
     assert_eq!(single.len(), nccl.len());
-    // Losses pass through f32 in the averaging, so allow a few f32 ulps.
-    for (a, b) in single.iter().zip(&nccl) {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-            "{single:?} vs {nccl:?}"
-        );
-    }
+    // Two single-process runs on the GPU are not bitwise equal: the
+    // embedding's backward and the clipping norm sum with atomics, in
+    // whatever order the threads arrive. On an H200 (2026-12-03, four runs
+    // of this test) they differed by up to 2.6e-4 relative in the training
+    // loss and 8e-5 in the small evaluation loss (0.039), and one answer
+    // token of 3000 flipped. So the NCCL run is held to that noise, not to
+    // f32 ulps: 2e-3 of the value, or of 0.5 for a value below it (1e-3,
+    // 13x the evaluation loss's noise). A real bug (a gradient not
+    // averaged, weights not broadcast, a loss counted twice) moves these
+    // numbers by tens of percent. The repeat checks the bound is above the
+    // noise.
+    let close = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 2e-3 * x.abs().max(0.5))
+    };
+    assert!(
+        close(&single, &again),
+        "two single-process runs differ by more than the bound: {single:?} vs {again:?}"
+    );
+    assert!(close(&single, &nccl), "{single:?} vs {nccl:?}");
 }
 
 /// In the child: train the small GPT's reverse task on the GPU, then write

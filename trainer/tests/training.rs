@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use taper::callbacks::TrainerCallback;
 use taper::data::{Batch, Dataset, Field, Sample, VecDataset};
 use taper::datasets::load_tabular;
-use taper::metrics::{accuracy, Metrics};
+use taper::metrics::{accuracy, argmax_logits, Metrics};
 use taper::models::{Mlp, MlpConfig};
 use taper::recipes::Recipe;
 use taper::trainer::{TrainerControl, TrainerState};
@@ -504,13 +504,12 @@ fn a_custom_model_and_data_set_plug_in() {
     );
 }
 
-#[test]
-fn evaluate_and_predict_report_hf_metric_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let (model, train, test) = iris_mlp(6);
-    let n_test = test.len();
+/// A Trainer for 5 steps of the iris MLP with accuracy as its metric, and
+/// the test split (also its evaluation data).
+fn short_iris_run(dir: &tempfile::TempDir, seed: u64) -> (Trainer<Mlp>, VecDataset) {
+    let (model, train, test) = iris_mlp(seed);
     let a = args(
-        &dir,
+        dir,
         &[
             "--max_steps",
             "5",
@@ -519,11 +518,19 @@ fn evaluate_and_predict_report_hf_metric_names() {
             "--disable_tqdm",
         ],
     );
-    let mut trainer = Trainer::new(a, model)
+    let trainer = Trainer::new(a, model)
         .unwrap()
         .with_train_dataset(train)
         .with_eval_dataset(test.clone())
         .with_compute_metrics(accuracy);
+    (trainer, test)
+}
+
+#[test]
+fn evaluate_and_predict_report_hf_metric_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut trainer, test) = short_iris_run(&dir, 6);
+    let n_test = test.len();
     let out = trainer.train().unwrap();
     for key in [
         "train_runtime",
@@ -554,6 +561,52 @@ fn evaluate_and_predict_report_hf_metric_names() {
     assert_eq!(prediction.label_ids.unwrap().dims(), &[n_test]);
     assert!((prediction.metrics["test_loss"] - eval["eval_loss"]).abs() < 1e-9);
     assert!(prediction.metrics.contains_key("test_accuracy"));
+}
+
+/// HF's `preprocess_logits_for_metrics`: each batch's logits are reduced
+/// before they are kept, `compute_metrics` and `predict` see the reduced
+/// tensor, and accuracy from predicted ids equals accuracy from logits.
+#[test]
+fn preprocessed_logits_are_what_evaluation_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = |preprocess: bool| {
+        let (trainer, test) = short_iris_run(&dir, 8);
+        let calls = Arc::new(Mutex::new(0usize));
+        let seen = calls.clone();
+        let mut trainer = if preprocess {
+            trainer.with_preprocess_logits_for_metrics(move |logits, labels| {
+                // The batch's labels come along, with the logits' rows.
+                assert_eq!(labels.unwrap().dim(0)?, logits.dim(0)?);
+                *seen.lock().unwrap() += 1;
+                argmax_logits(logits, labels)
+            })
+        } else {
+            trainer
+        };
+        trainer.train().unwrap();
+        let eval = trainer.evaluate().unwrap();
+        let prediction = trainer.predict(test).unwrap();
+        let calls = *calls.lock().unwrap();
+        (eval, prediction, calls)
+    };
+    let (eval, prediction, calls) = trained(false);
+    let (eval_ids, prediction_ids, calls_ids) = trained(true);
+    assert_eq!(calls, 0);
+    assert!(calls_ids > 0, "the function was never called");
+    let n_test = prediction.label_ids.as_ref().unwrap().dim(0).unwrap();
+    assert_eq!(prediction.predictions.dims(), &[n_test, 3]);
+    assert_eq!(prediction_ids.predictions.dims(), &[n_test]);
+    assert_eq!(
+        prediction
+            .predictions
+            .argmax(1)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap(),
+        prediction_ids.predictions.to_vec1::<u32>().unwrap()
+    );
+    assert_eq!(eval["eval_accuracy"], eval_ids["eval_accuracy"]);
+    assert_eq!(eval["eval_loss"], eval_ids["eval_loss"]);
 }
 
 #[test]

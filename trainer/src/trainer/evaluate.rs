@@ -16,7 +16,8 @@ use crate::metrics::{speed_metrics, EvalPrediction, Metrics};
 /// What [`TrainerCore::predict`] returns (HF's `PredictionOutput`).
 #[derive(Debug, Clone)]
 pub struct PredictionOutput {
-    /// Concatenated logits, on the CPU.
+    /// Concatenated logits, on the CPU (or what
+    /// `with_preprocess_logits_for_metrics` made of them).
     pub predictions: Tensor,
     /// Concatenated labels, when the data had them.
     pub label_ids: Option<Tensor>,
@@ -158,7 +159,11 @@ impl TrainerCore {
             }
             num_samples += batch.size;
             if let Some(logits) = step.logits {
-                gathered.push(logits, step.labels);
+                let kept = match &self.preprocess_logits {
+                    Some(preprocess) => preprocess(&logits, step.labels.as_ref())?,
+                    None => logits,
+                };
+                gathered.push(kept, step.labels);
             }
             if self
                 .args

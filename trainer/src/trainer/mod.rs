@@ -40,7 +40,7 @@ use crate::dist::{Collective, DistEnv};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::memory::{MemoryTracker, Stage};
-use crate::metrics::{round, speed_metrics, ComputeMetrics, Metrics};
+use crate::metrics::{round, speed_metrics, ComputeMetrics, Metrics, PreprocessLogits};
 use crate::model::AnyModel;
 use crate::optim::{self, Gradients, Optimizer, Parameters};
 use crate::precision::{LossScaler, Precision};
@@ -70,6 +70,7 @@ pub struct TrainerCore {
     eval_dataset: Option<Arc<dyn Dataset>>,
     collate: Option<Arc<CollateFn>>,
     compute_metrics: Option<Box<ComputeMetrics>>,
+    preprocess_logits: Option<Box<PreprocessLogits>>,
     hooks: Box<dyn TrainingHooks<dyn AnyModel>>,
     callbacks: CallbackHandler,
     optimizer: Option<Box<dyn Optimizer>>,
@@ -120,6 +121,7 @@ impl TrainerCore {
             eval_dataset: None,
             collate: None,
             compute_metrics: None,
+            preprocess_logits: None,
             hooks: Box::new(DefaultHooks),
             callbacks,
             optimizer: None,

@@ -87,6 +87,18 @@ impl<M: AnyModel> Trainer<M> {
         self
     }
 
+    /// Reduces each evaluation batch's logits on the device before they are
+    /// kept for `compute_metrics` (HF's `preprocess_logits_for_metrics`):
+    /// `f(logits, labels)`, e.g. [`crate::metrics::argmax_logits`] for
+    /// accuracy. `predict`'s predictions are then what `f` returned.
+    pub fn with_preprocess_logits_for_metrics(
+        mut self,
+        f: impl Fn(&Tensor, Option<&Tensor>) -> Result<Tensor> + Send + Sync + 'static,
+    ) -> Self {
+        self.core.preprocess_logits = Some(Box::new(f));
+        self
+    }
+
     /// Replaces the training, loss and prediction steps.
     pub fn with_hooks(mut self, hooks: impl TrainingHooks<M> + 'static) -> Self {
         self.core.hooks = Box::new(Typed {
