@@ -656,16 +656,13 @@ mod test {
         let tmpdir = tempfile::tempdir()?;
         let mut ra = RustAnalyzer::new(tmpdir.path())?;
         ra.with_sysroot = false;
+        // The analysis manifest is taper's (`analysis/Cargo.toml`, pointing
+        // at `../src/lib.rs`), as the kernel writes it.
+        let manifest = ra.cargo_toml_filename().to_path_buf();
+        std::fs::create_dir_all(manifest.parent().unwrap())?;
         std::fs::write(
-            ra.cargo_toml_filename().to_path_buf(),
-            r#"
-            [package]
-            name = "foo"
-            version = "0.1.0"
-            edition = "2024"
-
-            [lib]
-            "#,
+            manifest,
+            crate::trusted_deps::analysis_cargo_toml("foo", &[]),
         )?;
 
         ra.set_source(
