@@ -74,9 +74,16 @@ fn help() -> String {
          Arguments come from the recipe's defaults, then the config file, then the command line.\n\n\
          Recipes (--model, then its --dataset choices; the first is the default):\n",
     );
+    // The column fits the longest recipe name, so a new recipe cannot break it.
+    let width = MODELS
+        .iter()
+        .map(|(name, ..)| name.len())
+        .max()
+        .unwrap_or(0);
     for (name, description, datasets) in MODELS {
         out.push_str(&format!(
-            "  {name:<13} {description}\n                data sets: {}\n",
+            "  {name:<width$} {description}\n  {:width$} data sets: {}\n",
+            "",
             datasets.join(", ")
         ));
     }

@@ -178,18 +178,7 @@ impl Recipe {
                 )?
             }
             _ => {
-                let task = self.sequence_task(seed, 0)?;
-                let config = if self.model == REFERENCE_GPT {
-                    GptConfig::reference()
-                } else {
-                    GptConfig {
-                        vocab_size: task.vocab_size(),
-                        max_seq_len: task.seq_len(),
-                        n_layer: 2,
-                        n_head: 4,
-                        d_model: 64,
-                    }
-                };
+                let config = self.gpt_config(seed)?;
                 run_trainer(
                     Trainer::new(args, Gpt::new(&config, seed, &device)?)?,
                     train,
@@ -217,12 +206,27 @@ impl Recipe {
         ))
     }
 
+    /// The GPT the recipe trains: the reference shape, or a small one sized
+    /// to its task.
+    fn gpt_config(&self, seed: u64) -> Result<GptConfig> {
+        if self.model == REFERENCE_GPT {
+            return Ok(GptConfig::reference());
+        }
+        let task = self.sequence_task(seed, 0)?;
+        Ok(GptConfig {
+            vocab_size: task.vocab_size(),
+            max_seq_len: task.seq_len(),
+            n_layer: 2,
+            n_head: 4,
+            d_model: 64,
+        })
+    }
+
     fn sequence_task(&self, seed: u64, num_samples: usize) -> Result<SequenceTaskConfig> {
         let task = SequenceTask::from_name(&self.dataset)
             .ok_or_else(|| Error::Config(format!("`{}` is not a sequence task", self.dataset)))?;
         // The reference GPT's task fills its positions.
         let reference = self.model == REFERENCE_GPT;
-        let reference_shape = GptConfig::reference();
         Ok(SequenceTaskConfig {
             task,
             num_symbols: match task {
@@ -231,7 +235,7 @@ impl Recipe {
                 _ => 10,
             },
             length: if reference {
-                reference_shape.max_seq_len / 2
+                GptConfig::reference().max_seq_len / 2
             } else {
                 6
             },
